@@ -1,0 +1,209 @@
+//! The [`Driver`] trait a driver implements (by hand or through `#[driver]`), the [`Event`] it
+//! receives and the [`ReconcileError`] it may return.
+
+use std::fmt;
+use std::future::Future;
+use std::time::Duration;
+
+use crate::logger::Logger;
+use crate::wire::{DriverResult, Resource};
+
+/// What [`Driver::reconcile`] returns: a result to publish, or an error.
+///
+/// `Ok` results are published as they are, successful or not; see [`ReconcileError`] for how
+/// errors are handled.
+pub type ReconcileResult = Result<DriverResult, ReconcileError>;
+
+/// A Conveyor CI driver: the resources it listens to and the work it does per event.
+///
+/// ```
+/// use conveyor_driver::{Driver, Event, Logger, ReconcileResult, DriverResult};
+///
+/// struct Builder;
+///
+/// impl Driver for Builder {
+///     fn name(&self) -> String { "builder".into() }
+///     fn resources(&self) -> Vec<String> { vec!["build".into()] }
+///
+///     async fn reconcile(&self, event: Event, log: Logger) -> ReconcileResult {
+///         log.log(format!("building {}", event.resource.name));
+///         Ok(DriverResult::success("built"))
+///     }
+/// }
+/// ```
+pub trait Driver: Send + Sync + 'static {
+    /// The driver's name: durable consumer name, `driver` field of logs and results. A single
+    /// NATS subject token.
+    fn name(&self) -> String;
+
+    /// The resource types the driver reconciles; each a single NATS subject token.
+    fn resources(&self) -> Vec<String>;
+
+    /// The events the driver handles (e.g. `create`, `update`); `None`, the default, means
+    /// all. Other events are acknowledged and skipped without a result.
+    fn events(&self) -> Option<Vec<String>> {
+        None
+    }
+
+    /// Does the work for one event.
+    ///
+    /// A panic here is caught and published as a failed result; it never stops the process.
+    fn reconcile(&self, event: Event, log: Logger) -> impl Future<Output = ReconcileResult> + Send;
+}
+
+/// One event to reconcile: what happened, to which resource, in which run.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Event {
+    /// Event name, e.g. `create`, `update`, `delete`, `process`.
+    pub name: String,
+    /// The message identifier set by the server.
+    pub message_id: String,
+    /// The run this event belongs to (a UUID).
+    pub run_id: String,
+    /// The resource to reconcile.
+    pub resource: Resource,
+    /// Which delivery of this event this is, starting at 1; above 1 after a retry or after an
+    /// instance died while handling it.
+    pub attempt: u64,
+}
+
+impl Event {
+    /// An event on its first delivery.
+    pub fn new(
+        name: impl Into<String>,
+        message_id: impl Into<String>,
+        run_id: impl Into<String>,
+        resource: Resource,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            message_id: message_id.into(),
+            run_id: run_id.into(),
+            resource,
+            attempt: 1,
+        }
+    }
+
+    /// Sets the delivery attempt.
+    #[must_use]
+    pub fn with_attempt(mut self, attempt: u64) -> Self {
+        self.attempt = attempt;
+        self
+    }
+}
+
+/// Why a reconcile did not produce a result: permanent (a failed result is published at once)
+/// or transient (the event is retried later with a growing delay, and a failed result is
+/// published only once the last allowed delivery also fails).
+///
+/// Any `std::error::Error` converts into a permanent one, so `?` works in `reconcile`; mark it
+/// transient with [`ResultExt::transient`] or [`ReconcileError::into_transient`]. Like
+/// `anyhow::Error`, it deliberately does not implement `std::error::Error` itself.
+///
+/// ```
+/// use conveyor_driver::{ReconcileError, ResultExt};
+/// use std::time::Duration;
+///
+/// fn fetch() -> Result<String, std::io::Error> {
+///     Err(std::io::Error::other("registry unreachable"))
+/// }
+///
+/// fn step() -> Result<String, ReconcileError> {
+///     let manifest = fetch().transient()?;
+///     if manifest.is_empty() {
+///         return Err(ReconcileError::transient("manifest not ready").retry_after(Duration::from_secs(5)));
+///     }
+///     Ok(manifest)
+/// }
+/// assert!(step().unwrap_err().is_transient());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReconcileError {
+    message: String,
+    transient: bool,
+    retry_after: Option<Duration>,
+}
+
+impl ReconcileError {
+    /// A permanent error: the run fails with this message.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            transient: false,
+            retry_after: None,
+        }
+    }
+
+    /// A transient error: the event is retried later.
+    pub fn transient(message: impl Into<String>) -> Self {
+        Self::new(message).into_transient()
+    }
+
+    /// Marks this error transient.
+    #[must_use]
+    pub fn into_transient(mut self) -> Self {
+        self.transient = true;
+        self
+    }
+
+    /// Marks this error transient and asks for the next attempt after `delay` instead of the
+    /// runtime's backoff.
+    #[must_use]
+    pub fn retry_after(mut self, delay: Duration) -> Self {
+        self.transient = true;
+        self.retry_after = Some(delay);
+        self
+    }
+
+    /// Whether the event should be retried.
+    pub fn is_transient(&self) -> bool {
+        self.transient
+    }
+
+    /// The delay asked for with [`retry_after`](Self::retry_after).
+    pub fn retry_delay(&self) -> Option<Duration> {
+        self.retry_after
+    }
+
+    /// The message, including the chain of sources of the error it was made from.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl<E: std::error::Error + Send + Sync + 'static> From<E> for ReconcileError {
+    fn from(error: E) -> Self {
+        Self::new(error_chain(&error))
+    }
+}
+
+impl fmt::Display for ReconcileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// `error` and its sources, joined with `": "`, the way a failed result message shows them.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
+
+/// Marks the error of a `Result` as transient.
+pub trait ResultExt<T> {
+    /// Converts the error into a transient [`ReconcileError`], so the event is retried.
+    fn transient(self) -> Result<T, ReconcileError>;
+}
+
+impl<T, E: Into<ReconcileError>> ResultExt<T> for Result<T, E> {
+    fn transient(self) -> Result<T, ReconcileError> {
+        self.map_err(|error| error.into().into_transient())
+    }
+}

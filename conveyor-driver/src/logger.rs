@@ -1,0 +1,261 @@
+//! The Driver Logger: a run's log, published to Conveyor and mirrored to local `tracing`.
+//!
+//! Logging is synchronous and never fails: a line is handed to a small per-run task that
+//! publishes it (JetStream to `logs.<run_id>`, core NATS to `live.logs.<run_id>.<driver>`) and
+//! watches its acknowledgement. The runtime [flushes](Logger::flush) the log before it publishes
+//! the run's result, so every line of a run reaches the server before the result does.
+
+use std::future::IntoFuture;
+use std::sync::Arc;
+
+use async_nats::jetstream;
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use chrono::{SecondsFormat, Utc};
+use futures_util::stream::FuturesUnordered;
+use futures_util::StreamExt;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::wire::{subjects, LogEntry};
+
+/// The per-event logger handed to `reconcile`. Cheap to clone, `Send` and `Sync`.
+///
+/// ```no_run
+/// # use conveyor_driver::Logger;
+/// # async fn demo(log: Logger) {
+/// log.log("cloning repository");
+/// log.log_with_labels("step finished", [("step", "test"), ("exit_code", "0")]);
+/// log.flush().await; // optional: the runtime flushes before publishing the result
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Logger {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    context: RunContext,
+    sink: Option<mpsc::UnboundedSender<Command>>,
+}
+
+/// Who a log line belongs to; stamped on every line and on the local output.
+#[derive(Debug, Clone)]
+pub(crate) struct RunContext {
+    pub(crate) run_id: String,
+    pub(crate) driver: String,
+    pub(crate) pipeline: Option<String>,
+    pub(crate) event: String,
+    pub(crate) resource: String,
+}
+
+enum Command {
+    Line(Line),
+    Flush(oneshot::Sender<()>),
+}
+
+struct Line {
+    message: String,
+    labels: Vec<(String, String)>,
+    timestamp: String,
+}
+
+impl std::fmt::Debug for Logger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Logger")
+            .field("run_id", &self.inner.context.run_id)
+            .field("driver", &self.inner.context.driver)
+            .field("publishing", &self.inner.sink.is_some())
+            .finish()
+    }
+}
+
+impl Logger {
+    /// A logger publishing to NATS; spawns its publishing task on the current Tokio runtime.
+    pub(crate) fn publishing(context: RunContext, client: async_nats::Client, js: jetstream::Context) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let publisher = Publisher {
+            logs_subject: subjects::logs(&context.run_id),
+            live_subject: subjects::live_logs(&context.run_id, &context.driver),
+            context: context.clone(),
+            client,
+            js,
+        };
+        tokio::spawn(publisher.run(rx));
+        Self {
+            inner: Arc::new(Inner {
+                context,
+                sink: Some(tx),
+            }),
+        }
+    }
+
+    /// A logger that only writes to the local `tracing` output: for unit tests and for running
+    /// a driver without a NATS server.
+    pub fn local(run_id: impl Into<String>, driver: impl Into<String>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                context: RunContext {
+                    run_id: run_id.into(),
+                    driver: driver.into(),
+                    pipeline: None,
+                    event: String::new(),
+                    resource: String::new(),
+                },
+                sink: None,
+            }),
+        }
+    }
+
+    /// The run this logger writes to.
+    pub fn run_id(&self) -> &str {
+        &self.inner.context.run_id
+    }
+
+    /// The driver name stamped on each line.
+    pub fn driver(&self) -> &str {
+        &self.inner.context.driver
+    }
+
+    /// Logs a line to the run's log.
+    pub fn log(&self, message: impl Into<String>) {
+        self.log_with_labels(message, std::iter::empty::<(String, String)>());
+    }
+
+    /// Logs a line with custom labels. Labels travel as `Conveyor-Label-<key>` NATS headers
+    /// (the log schema has no room for them) and appear in the local output.
+    ///
+    /// A label whose key cannot be a header name (empty, non-ASCII, whitespace, `:`) is dropped
+    /// with a warning; line breaks in values are replaced by spaces.
+    pub fn log_with_labels<I, K, V>(&self, message: impl Into<String>, labels: I)
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        let line = Line {
+            message: message.into(),
+            labels: labels.into_iter().filter_map(label).collect(),
+            timestamp: Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true),
+        };
+        let context = &self.inner.context;
+        tracing::info!(
+            target: "conveyor_driver::run_log",
+            run_id = %context.run_id,
+            driver = %context.driver,
+            event = %context.event,
+            resource = %context.resource,
+            labels = ?line.labels,
+            "{}",
+            line.message
+        );
+        if let Some(sink) = &self.inner.sink {
+            // The publisher only stops once every sender is gone, so this cannot fail while
+            // `self` exists; a send error would mean the task panicked, already reported.
+            let _ = sink.send(Command::Line(line));
+        }
+    }
+
+    /// Waits until every line logged so far is published and acknowledged (or its failure
+    /// reported locally).
+    pub async fn flush(&self) {
+        if let Some(sink) = &self.inner.sink {
+            let (done, wait) = oneshot::channel();
+            if sink.send(Command::Flush(done)).is_ok() {
+                let _ = wait.await;
+            }
+        }
+    }
+}
+
+fn label<K: Into<String>, V: Into<String>>((key, value): (K, V)) -> Option<(String, String)> {
+    let key = key.into();
+    let valid = !key.is_empty() && key.bytes().all(|b| b.is_ascii_graphic() && b != b':');
+    if !valid {
+        tracing::warn!(label = %key, "log label dropped: its key cannot be a NATS header name");
+        return None;
+    }
+    let value: String = value.into();
+    Some((key, value.replace(['\r', '\n'], " ")))
+}
+
+/// The per-run task that publishes log lines in order and tracks their acknowledgements.
+struct Publisher {
+    context: RunContext,
+    client: async_nats::Client,
+    js: jetstream::Context,
+    logs_subject: String,
+    live_subject: String,
+}
+
+impl Publisher {
+    async fn run(self, mut commands: mpsc::UnboundedReceiver<Command>) {
+        let mut acks = FuturesUnordered::new();
+        loop {
+            tokio::select! {
+                command = commands.recv() => match command {
+                    Some(Command::Line(line)) => {
+                        if let Some(ack) = self.publish(line).await {
+                            acks.push(ack.into_future());
+                        }
+                    }
+                    Some(Command::Flush(done)) => {
+                        while let Some(result) = acks.next().await {
+                            self.report(result);
+                        }
+                        let _ = done.send(());
+                    }
+                    None => break,
+                },
+                Some(result) = acks.next(), if !acks.is_empty() => self.report(result),
+            }
+        }
+        while let Some(result) = acks.next().await {
+            self.report(result);
+        }
+    }
+
+    async fn publish(&self, line: Line) -> Option<jetstream::context::PublishAckFuture> {
+        let entry = LogEntry {
+            runid: self.context.run_id.clone(),
+            driver: self.context.driver.clone(),
+            pipeline: self.context.pipeline.clone(),
+            timestamp: line.timestamp,
+            message: line.message,
+        };
+        let payload = match serde_json::to_vec(&entry) {
+            Ok(json) => Bytes::from(json),
+            Err(err) => {
+                tracing::warn!(run_id = %self.context.run_id, error = %err, "log line not encodable");
+                return None;
+            }
+        };
+        let mut headers = HeaderMap::new();
+        for (key, value) in &line.labels {
+            headers.insert(format!("{}{key}", subjects::LABEL_HEADER_PREFIX).as_str(), value.as_str());
+        }
+        if let Err(err) = self
+            .client
+            .publish_with_headers(self.live_subject.clone(), headers.clone(), payload.clone())
+            .await
+        {
+            tracing::warn!(run_id = %self.context.run_id, error = %err, "live log publish failed");
+        }
+        match self
+            .js
+            .publish_with_headers(self.logs_subject.clone(), headers, payload)
+            .await
+        {
+            Ok(ack) => Some(ack),
+            Err(err) => {
+                tracing::warn!(run_id = %self.context.run_id, error = %err, "log publish failed");
+                None
+            }
+        }
+    }
+
+    fn report(&self, result: Result<jetstream::publish::PublishAck, jetstream::context::PublishError>) {
+        if let Err(err) = result {
+            tracing::warn!(run_id = %self.context.run_id, error = %err, "log line not persisted");
+        }
+    }
+}

@@ -1,0 +1,395 @@
+//! The Driver Manager: connects to NATS, binds the driver's consumer and runs the
+//! Try-Catch-Ack loop until shut down.
+
+mod ordering;
+mod process;
+mod setup;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::PullConsumer, AckKind};
+use futures_util::StreamExt;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::config::Config;
+use crate::driver::Driver;
+use crate::error::Error;
+use crate::wire::{subjects, Received};
+
+use ordering::Ordering;
+pub use setup::create_streams;
+
+/// How long one pull request waits on the server for events. Short enough that a pull lost in
+/// a server restart is replaced soon (the client gives up on it 5 s after this).
+const PULL_EXPIRES: Duration = Duration::from_secs(5);
+
+/// Runs a [`Driver`]: consumes its events from JetStream and reconciles them.
+///
+/// ```no_run
+/// # use conveyor_driver::{Config, Driver, DriverManager, DriverResult, Event, Logger, ReconcileResult};
+/// # struct Builder;
+/// # impl Driver for Builder {
+/// #     fn name(&self) -> String { "builder".into() }
+/// #     fn resources(&self) -> Vec<String> { vec!["build".into()] }
+/// #     async fn reconcile(&self, _: Event, _: Logger) -> ReconcileResult { Ok(DriverResult::success("ok")) }
+/// # }
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let manager = DriverManager::new(Builder, Config::from_env()?)?;
+/// manager.run().await?; // until SIGTERM or SIGINT
+/// # Ok(())
+/// # }
+/// ```
+pub struct DriverManager<D> {
+    driver: Arc<D>,
+    name: String,
+    resources: Vec<String>,
+    events: Option<HashSet<String>>,
+    config: Config,
+    shutdown: watch::Sender<bool>,
+}
+
+/// Asks a running [`DriverManager`] to shut down gracefully, as SIGTERM does. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ShutdownHandle(watch::Sender<bool>);
+
+impl ShutdownHandle {
+    /// Starts a graceful shutdown: stop pulling, finish in-flight events, drain, return.
+    pub fn shutdown(&self) {
+        self.0.send_replace(true);
+    }
+}
+
+impl<D: Driver> DriverManager<D> {
+    /// Checks the driver's names and the configuration; nothing connects until
+    /// [`run`](Self::run).
+    pub fn new(driver: D, config: Config) -> Result<Self, Error> {
+        config.validate()?;
+        let name = driver.name();
+        check_token("driver name", &name)?;
+        let resources = driver.resources();
+        if resources.is_empty() {
+            return Err(Error::NoResources(name));
+        }
+        for resource in &resources {
+            check_token("resource", resource)?;
+        }
+        let events = driver.events().map(|events| events.into_iter().collect());
+        Ok(Self {
+            driver: Arc::new(driver),
+            name,
+            resources,
+            events,
+            config,
+            shutdown: watch::Sender::new(false),
+        })
+    }
+
+    /// A handle that shuts this manager down from elsewhere (tests, embedding programs).
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle(self.shutdown.clone())
+    }
+
+    /// The filter subjects of the driver's consumer.
+    pub fn filter_subjects(&self) -> Vec<String> {
+        setup::consumer_config(&self.name, &self.resources, &self.config).filter_subjects
+    }
+
+    /// Connects, binds the consumer and processes events until a shutdown signal or
+    /// [`ShutdownHandle::shutdown`]; then finishes in-flight events and returns `Ok`.
+    ///
+    /// NATS outages are waited out (unlimited reconnects), as is a missing `messages` stream.
+    pub async fn run(self) -> Result<(), Error> {
+        if self.config.handle_signals {
+            listen_for_signals(self.shutdown_handle())?;
+        }
+        let mut shutdown = Shutdown(self.shutdown.subscribe());
+        let client = connect(&self.config, &self.name).await?;
+        let js = jetstream::new(client.clone());
+        let consumer_config = setup::consumer_config(&self.name, &self.resources, &self.config);
+        let Some(consumer) =
+            setup::bind_consumer(&js, consumer_config.clone(), &self.config, &mut shutdown).await?
+        else {
+            return Ok(());
+        };
+        tracing::info!(
+            driver = %self.name,
+            subjects = ?consumer_config.filter_subjects,
+            concurrency = self.config.concurrency,
+            "driver started"
+        );
+        let (abort_tx, abort) = watch::channel(false);
+        let shared = Arc::new(process::Shared {
+            driver: self.driver,
+            name: self.name.clone(),
+            config: self.config.clone(),
+            client: client.clone(),
+            js: js.clone(),
+        });
+        let mut runner = Runner {
+            shared,
+            events: self.events,
+            ordering: Ordering::default(),
+            tasks: JoinSet::new(),
+            abort,
+        };
+        runner.consume(consumer, consumer_config, &mut shutdown).await?;
+        runner.finish(abort_tx).await;
+        if let Err(err) = client.drain().await {
+            tracing::warn!(error = %err, "draining the NATS connection failed");
+        }
+        tracing::info!(driver = %self.name, "driver stopped");
+        Ok(())
+    }
+}
+
+fn check_token(what: &'static str, value: &str) -> Result<(), Error> {
+    subjects::validate_token(value).map_err(|reason| Error::InvalidName {
+        what,
+        value: value.to_owned(),
+        reason,
+    })
+}
+
+async fn connect(config: &Config, driver: &str) -> Result<async_nats::Client, Error> {
+    let mut options = async_nats::ConnectOptions::new();
+    if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
+        options = options.add_client_certificate(cert.clone(), key.clone()).require_tls(true);
+    }
+    if let Some(ca) = &config.tls_ca {
+        options = options.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    let url = config.nats_url.as_str();
+    options
+        .name(format!("conveyor-driver {driver}"))
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .event_callback(|event| async move {
+            match event {
+                async_nats::Event::Connected => tracing::info!("connected to NATS"),
+                async_nats::Event::Disconnected => tracing::warn!("disconnected from NATS; reconnecting"),
+                other => tracing::warn!(event = %other, "NATS connection event"),
+            }
+        })
+        .connect(url)
+        .await
+        .map_err(|source| Error::Connect {
+            url: url.to_owned(),
+            source,
+        })
+}
+
+/// Triggers the shutdown on the first SIGTERM or SIGINT.
+fn listen_for_signals(handle: ShutdownHandle) -> Result<(), Error> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).map_err(Error::Signal)?;
+        let mut int = signal(SignalKind::interrupt()).map_err(Error::Signal)?;
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM received; shutting down"),
+                _ = int.recv() => tracing::info!("SIGINT received; shutting down"),
+            }
+            handle.shutdown();
+        });
+    }
+    #[cfg(not(unix))]
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            tracing::info!("Ctrl-C received; shutting down");
+            handle.shutdown();
+        }
+    });
+    Ok(())
+}
+
+/// The manager's view of its shutdown signal.
+pub(crate) struct Shutdown(watch::Receiver<bool>);
+
+impl Shutdown {
+    /// Completes once shutdown is requested (at once if it already was).
+    async fn requested(&mut self) {
+        // An error means every handle is gone, and the manager holds one: treat as shutdown.
+        let _ = self.0.wait_for(|requested| *requested).await;
+    }
+
+    /// Sleeps for `duration`; returns `true` if shutdown was requested meanwhile.
+    async fn sleep(&mut self, duration: Duration) -> bool {
+        tokio::select! {
+            _ = self.requested() => true,
+            _ = tokio::time::sleep(duration) => false,
+        }
+    }
+}
+
+/// The consuming loop: pulls as many events as there are free slots and dispatches them.
+struct Runner<D> {
+    shared: Arc<process::Shared<D>>,
+    events: Option<HashSet<String>>,
+    ordering: Ordering,
+    tasks: JoinSet<()>,
+    abort: watch::Receiver<bool>,
+}
+
+impl<D: Driver> Runner<D> {
+    async fn consume(
+        &mut self,
+        mut consumer: PullConsumer,
+        consumer_config: async_nats::jetstream::consumer::pull::Config,
+        shutdown: &mut Shutdown,
+    ) -> Result<(), Error> {
+        let slots = Arc::new(Semaphore::new(self.shared.config.concurrency));
+        loop {
+            let mut permits = tokio::select! {
+                biased;
+                _ = shutdown.requested() => return Ok(()),
+                permit = Arc::clone(&slots).acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => return Ok(()), // the semaphore is never closed
+                },
+            };
+            let free = u32::try_from(slots.available_permits()).unwrap_or(u32::MAX);
+            if let Ok(more) = Arc::clone(&slots).try_acquire_many_owned(free) {
+                permits.merge(more);
+            }
+            let requested = permits.num_permits();
+            let batch = consumer
+                .batch()
+                .max_messages(requested)
+                .expires(PULL_EXPIRES)
+                .messages()
+                .await;
+            let mut batch = match batch {
+                Ok(batch) => batch,
+                Err(err) => {
+                    tracing::warn!(error = %err, "pulling events failed; binding the consumer again");
+                    drop(permits);
+                    if shutdown.sleep(Duration::from_secs(1)).await {
+                        return Ok(());
+                    }
+                    let config = &self.shared.config;
+                    match setup::bind_consumer(&self.shared.js, consumer_config.clone(), config, shutdown).await {
+                        Ok(Some(bound)) => consumer = bound,
+                        Ok(None) => return Ok(()),
+                        Err(err) => tracing::warn!(error = %err, "binding the consumer failed"),
+                    }
+                    continue;
+                }
+            };
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = shutdown.requested() => {
+                        hand_back_buffered(&mut batch, &mut self.tasks);
+                        return Ok(());
+                    }
+                    next = batch.next() => match next {
+                        Some(Ok(message)) => match permits.split(1) {
+                            Some(permit) => self.dispatch(message, permit),
+                            None => {
+                                // More events than requested: never expected, but never lost.
+                                self.tasks.spawn(settle(message, AckKind::Nak(None)));
+                            }
+                        },
+                        Some(Err(err)) => tracing::warn!(error = %err, "pull request ended with an error"),
+                        None => break,
+                    },
+                }
+            }
+            while let Some(result) = self.tasks.try_join_next() {
+                report_task(result);
+            }
+        }
+    }
+
+    /// Parses an event in arrival order and starts its task.
+    fn dispatch(&mut self, message: jetstream::Message, permit: OwnedSemaphorePermit) {
+        let received = match Received::parse(&message.payload) {
+            Ok(received) => received,
+            Err(reason) => {
+                tracing::warn!(
+                    subject = %message.subject,
+                    reason = %reason,
+                    "poison message terminated: it can never be processed"
+                );
+                self.tasks.spawn(settle_with_permit(message, AckKind::Term, permit));
+                return;
+            }
+        };
+        let event = &received.message.event;
+        if self.events.as_ref().is_some_and(|events| !events.contains(event)) {
+            tracing::debug!(event = %event, run_id = %received.message.run_id, "event not handled by this driver; skipped");
+            self.tasks.spawn(settle_with_permit(message, AckKind::Ack, permit));
+            return;
+        }
+        let resource = &received.message.payload;
+        let turn = self.ordering.enter(format!("{}/{}", resource.resource, resource.name));
+        let task = process::Task {
+            shared: Arc::clone(&self.shared),
+            message,
+            received,
+            turn,
+            abort: self.abort.clone(),
+        };
+        self.tasks.spawn(async move {
+            task.run().await;
+            drop(permit);
+        });
+    }
+
+    /// Waits for in-flight events up to the shutdown timeout, then hands the rest back.
+    async fn finish(mut self, abort: watch::Sender<bool>) {
+        let timeout = self.shared.config.shutdown_timeout;
+        if !self.tasks.is_empty() {
+            tracing::info!(in_flight = self.tasks.len(), ?timeout, "waiting for in-flight events");
+        }
+        if tokio::time::timeout(timeout, join_all(&mut self.tasks)).await.is_err() {
+            tracing::warn!(
+                in_flight = self.tasks.len(),
+                "shutdown timeout reached; handing unfinished events back to JetStream"
+            );
+            abort.send_replace(true);
+            if tokio::time::timeout(Duration::from_secs(5), join_all(&mut self.tasks)).await.is_err() {
+                self.tasks.shutdown().await;
+            }
+        }
+    }
+}
+
+async fn join_all(tasks: &mut JoinSet<()>) {
+    while let Some(result) = tasks.join_next().await {
+        report_task(result);
+    }
+}
+
+fn report_task(result: Result<(), tokio::task::JoinError>) {
+    if let Err(err) = result {
+        if !err.is_cancelled() {
+            tracing::error!(error = %err, "event task failed");
+        }
+    }
+}
+
+/// Naks, without delay, the events a pull already delivered to this instance but that were
+/// not dispatched, so that another instance takes them at once.
+fn hand_back_buffered(batch: &mut jetstream::consumer::pull::Batch, tasks: &mut JoinSet<()>) {
+    use futures_util::FutureExt;
+    while let Some(Some(Ok(message))) = batch.next().now_or_never() {
+        tasks.spawn(settle(message, AckKind::Nak(None)));
+    }
+}
+
+async fn settle_with_permit(message: jetstream::Message, kind: AckKind, _permit: OwnedSemaphorePermit) {
+    settle(message, kind).await;
+}
+
+/// Sends `kind` for `message`; a failure is only reported, as JetStream redelivers anyway.
+pub(crate) async fn settle(message: jetstream::Message, kind: AckKind) {
+    if let Err(err) = message.ack_with(kind).await {
+        tracing::warn!(subject = %message.subject, error = %err, "acknowledgement not sent");
+    }
+}
