@@ -43,7 +43,7 @@ impl Resource {
     ///
     /// ```
     /// # use conveyor_driver::wire::Resource;
-    /// #[derive(serde::Deserialize)]
+    /// #[derive(Debug, serde::Deserialize)]
     /// struct Build { image: String }
     ///
     /// let resource: Resource = serde_json::from_str(
@@ -337,5 +337,87 @@ pub mod subjects {
         /// The name contains a character a subject token cannot hold.
         #[error("must be a single NATS subject token, but contains {0:?}")]
         Forbidden(char),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const RUN: &str = "0b6f4b9e-3c1e-4a57-9d64-2f7f0f3c8a11";
+
+    fn resource() -> Value {
+        json!({"id": "r1", "name": "app", "resource": "build", "pipeline": "p", "metadata": {"k": "v"},
+               "spec": {"n": 18446744073709551615u64, "s": "héllo"}})
+    }
+
+    fn message(payload: Value, run_id: Value) -> Vec<u8> {
+        json!({"event": "create", "payload": payload, "id": "m1", "run_id": run_id}).to_string().into_bytes()
+    }
+
+    #[test]
+    fn parses_payload_as_object_and_as_string_alike() {
+        let object = Received::parse(&message(resource(), json!(RUN))).unwrap();
+        let string = Received::parse(&message(json!(resource().to_string()), json!(RUN))).unwrap();
+        assert_eq!(object.message, string.message);
+        assert_eq!(object.message.payload.name, "app");
+        assert_eq!(object.message.run_id, RUN);
+        let raw: Value = serde_json::from_str(string.raw_resource.get()).unwrap();
+        assert_eq!(raw, resource(), "the raw resource is the one received");
+    }
+
+    #[test]
+    fn null_metadata_and_unknown_fields_are_accepted() {
+        let mut resource = resource();
+        resource["metadata"] = Value::Null;
+        resource["created_at"] = json!("2026-01-01");
+        let parsed = DriverMessage::parse(&message(resource, json!(RUN))).unwrap();
+        assert!(parsed.payload.metadata.is_empty());
+    }
+
+    #[test]
+    fn poison_kinds_are_told_apart() {
+        assert!(matches!(DriverMessage::parse(b"{oops"), Err(PoisonError::NotJson(_))));
+        let no_run = json!({"event": "create", "payload": resource(), "id": "m1"}).to_string();
+        assert!(matches!(DriverMessage::parse(no_run.as_bytes()), Err(PoisonError::BadRunId(id)) if id.is_empty()));
+        let bad_run = message(resource(), json!("run-7"));
+        assert!(matches!(DriverMessage::parse(&bad_run), Err(PoisonError::BadRunId(id)) if id == "run-7"));
+        for payload in [json!({"x": 1}), json!("{not json"), json!(42), json!("[1]")] {
+            let err = DriverMessage::parse(&message(payload.clone(), json!(RUN))).unwrap_err();
+            assert!(matches!(err, PoisonError::NotAResource(_)), "{payload}: {err}");
+        }
+    }
+
+    #[test]
+    fn spec_errors_name_the_field_and_the_expected_type() {
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code)]
+        struct Step {
+            image: String,
+        }
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code)]
+        struct Spec {
+            steps: Vec<Step>,
+        }
+        let mut resource: Resource = serde_json::from_value(resource()).unwrap();
+        resource.spec = json!({"steps": [{"image": "a"}, {"image": 3}]});
+        let err = resource.spec_as::<Spec>().unwrap_err();
+        assert_eq!(err.field, "spec.steps[1].image");
+        assert!(err.reason.contains("expected a string"), "{err}");
+        resource.spec = json!(7);
+        let err = resource.spec_as::<Spec>().unwrap_err();
+        assert_eq!(err.field, "spec");
+    }
+
+    #[test]
+    fn tokens() {
+        use subjects::{validate_token, TokenError};
+        assert_eq!(validate_token("build-1_x"), Ok(()));
+        assert_eq!(validate_token(""), Err(TokenError::Empty));
+        for (bad, c) in [("a.b", '.'), ("a*", '*'), (">", '>'), ("a b", ' '), ("a\tb", '\t')] {
+            assert_eq!(validate_token(bad), Err(TokenError::Forbidden(c)));
+        }
     }
 }

@@ -109,21 +109,16 @@ fn spawn_server(port: Option<u16>, store: PathBuf) -> (Child, u16) {
             }
         });
         let mut listening = None;
-        loop {
-            match rx.recv_timeout(Duration::from_secs(20)) {
-                Ok(line) => {
-                    if let Some(addr) = line.split("Listening for client connections on ").nth(1) {
-                        listening = addr.trim().rsplit(':').next().and_then(|p| p.parse::<u16>().ok());
-                    }
-                    if line.contains("Server is ready") {
-                        if let Some(port) = listening {
-                            return (child, port);
-                        }
-                    }
-                    last_error = line;
-                }
-                Err(_) => break,
+        while let Ok(line) = rx.recv_timeout(Duration::from_secs(20)) {
+            if let Some(addr) = line.split("Listening for client connections on ").nth(1) {
+                listening = addr.trim().rsplit(':').next().and_then(|p| p.parse::<u16>().ok());
             }
+            if line.contains("Server is ready") {
+                if let Some(port) = listening {
+                    return (child, port);
+                }
+            }
+            last_error = line;
         }
         let _ = child.kill();
         let _ = child.wait();
@@ -230,18 +225,18 @@ impl Conveyor {
 
     /// A live tap on every message a driver sends back.
     pub async fn tap(&self) -> Tap {
-        let mut subscriber = self.client.subscribe(">").await.expect("subscribe");
+        // Only the driver-to-server subjects: a wildcard on `>` would also show interest in
+        // the inboxes of pull requests and make the server deliver events to dead ones.
+        let mut subscriptions = Vec::new();
+        for subject in ["pipelines.driver.result", "logs.>", "live.logs.>"] {
+            subscriptions.push(self.client.subscribe(subject).await.expect("subscribe"));
+        }
+        let mut subscriber = futures_util::stream::select_all(subscriptions);
         self.client.flush().await.expect("flush");
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(async move {
             while let Some(message) = subscriber.next().await {
                 let subject = message.subject.to_string();
-                let wanted = subject == "pipelines.driver.result"
-                    || subject.starts_with("logs.")
-                    || subject.starts_with("live.logs.");
-                if !wanted {
-                    continue;
-                }
                 let body: Value = serde_json::from_slice(&message.payload)
                     .unwrap_or_else(|err| panic!("{subject} carried invalid JSON: {err}"));
                 let headers = message
@@ -416,9 +411,18 @@ pub fn assert_schema(name: &str, instance: &Value) {
     assert!(errors.is_empty(), "{instance} violates {name}: {errors:#?}");
 }
 
+/// A message as JetStream stored it.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    /// Its JSON body.
+    pub body: Value,
+    /// When the server stored it, in nanoseconds since the epoch.
+    pub stored_at: i128,
+}
+
 /// Reads every message stored on `subject` in `stream` (e.g. results persisted in
 /// `pipeline-engine`), whatever the tap missed while disconnected.
-pub async fn stored(js: &jetstream::Context, stream: &str, subject: &str) -> Vec<Value> {
+pub async fn stored(js: &jetstream::Context, stream: &str, subject: &str) -> Vec<Stored> {
     let stream = js.get_stream(stream).await.expect("stream exists");
     let consumer = stream
         .create_consumer(jetstream::consumer::pull::Config {
@@ -435,7 +439,9 @@ pub async fn stored(js: &jetstream::Context, stream: &str, subject: &str) -> Vec
         .await
         .expect("fetch");
     while let Some(Ok(message)) = batch.next().await {
-        values.push(serde_json::from_slice(&message.payload).expect("stored JSON"));
+        let stored_at = message.info().expect("JetStream message").published.unix_timestamp_nanos();
+        let body = serde_json::from_slice(&message.payload).expect("stored JSON");
+        values.push(Stored { body, stored_at });
     }
     values
 }

@@ -308,6 +308,9 @@ impl<D: Driver> Runner<D> {
 
     /// Parses an event in arrival order and starts its task.
     fn dispatch(&mut self, message: jetstream::Message, permit: OwnedSemaphorePermit) {
+        if let Ok(info) = message.info() {
+            tracing::debug!(subject = %message.subject, delivered = info.delivered, sequence = info.stream_sequence, "event received");
+        }
         let received = match Received::parse(&message.payload) {
             Ok(received) => received,
             Err(reason) => {

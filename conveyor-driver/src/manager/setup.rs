@@ -11,7 +11,7 @@ use crate::wire::subjects;
 
 use super::Shutdown;
 
-/// The streams as the Conveyor server creates them: `(name, subjects, retention)`.
+/// The streams as the Conveyor server creates them.
 pub(crate) fn conveyor_streams() -> [stream::Config; 3] {
     let stream = |name: &str, subjects: &[&str], retention| stream::Config {
         name: name.to_owned(),
