@@ -423,25 +423,19 @@ pub struct Stored {
 /// Reads every message stored on `subject` in `stream` (e.g. results persisted in
 /// `pipeline-engine`), whatever the tap missed while disconnected.
 pub async fn stored(js: &jetstream::Context, stream: &str, subject: &str) -> Vec<Stored> {
-    let stream = js.get_stream(stream).await.expect("stream exists");
-    let consumer = stream
-        .create_consumer(jetstream::consumer::pull::Config {
-            filter_subject: subject.to_owned(),
-            ..Default::default()
-        })
-        .await
-        .expect("ephemeral consumer");
+    // Read by sequence: a consumer would compete with others on a work-queue stream.
+    let mut stream = js.get_stream(stream).await.expect("stream exists");
+    let state = stream.info().await.expect("stream info").state.clone();
     let mut values = Vec::new();
-    let mut batch = consumer
-        .fetch()
-        .max_messages(100_000)
-        .messages()
-        .await
-        .expect("fetch");
-    while let Some(Ok(message)) = batch.next().await {
-        let stored_at = message.info().expect("JetStream message").published.unix_timestamp_nanos();
-        let body = serde_json::from_slice(&message.payload).expect("stored JSON");
-        values.push(Stored { body, stored_at });
+    for sequence in state.first_sequence..=state.last_sequence {
+        let Ok(message) = stream.get_raw_message(sequence).await else {
+            continue; // deleted or never stored
+        };
+        if message.subject.as_str() == subject {
+            let body = serde_json::from_slice(&message.payload).expect("stored JSON");
+            let stored_at = message.time.unix_timestamp_nanos();
+            values.push(Stored { body, stored_at });
+        }
     }
     values
 }

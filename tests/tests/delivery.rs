@@ -118,6 +118,19 @@ async fn reconciles_run_concurrently_up_to_the_limit() {
 
     let started = Instant::now();
     let mut runs = Vec::new();
+    // Sample how many events the consumer has handed out: never more than the free slots.
+    let js = conveyor.js.clone();
+    let sampler = tokio::spawn(async move {
+        let mut peak = 0;
+        let stream = js.get_stream("messages").await.unwrap();
+        for _ in 0..100 {
+            if let Ok(info) = stream.consumer_info("builder").await {
+                peak = peak.max(info.num_ack_pending);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        peak
+    });
     for i in 0..32 {
         let resource = resource("build", &format!("app-{i}"), json!({"sleep_ms": 500}));
         runs.push(conveyor.publish("resources.build", "create", &resource, Payload::String).await);
@@ -129,6 +142,8 @@ async fn reconciles_run_concurrently_up_to_the_limit() {
     let elapsed = started.elapsed();
 
     assert_eq!(driver.peak_concurrency(), 8, "never more than the limit, and the limit is used");
+    let handed_out = sampler.await.unwrap();
+    assert!((1..=8).contains(&handed_out), "pulled {handed_out} events for 8 slots");
     // Serially this takes 16 s; generous bound far below it.
     assert!(elapsed < Duration::from_secs(8), "took {elapsed:?}");
     running.stop().await.unwrap();
@@ -372,5 +387,45 @@ async fn create_streams_opt_in_creates_the_server_streams() {
         assert_eq!(info.config.subjects, subjects);
         assert_eq!(info.config.storage, async_nats::jetstream::stream::StorageType::File);
     }
+    running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn results_that_cannot_be_published_are_naked_until_the_stream_is_back() {
+    let server = NatsServer::start();
+    let (conveyor, mut tap) = start(&server).await;
+    conveyor.js.delete_stream("pipeline-engine").await.unwrap();
+    let driver = TestDriver::new("builder", &["build"]);
+    let config = test_config(&server)
+        .max_deliver(100)
+        .retry_backoff(Duration::from_millis(100), Duration::from_millis(500));
+    let running = run(driver.clone(), config);
+    conveyor.wait_for_consumer("builder").await;
+    let run_id = conveyor
+        .publish("resources.build", "create", &resource("build", "a", json!({})), Payload::String)
+        .await;
+    // Nothing is acked without its result: the event keeps coming back.
+    tap.until("a redelivery", |_| driver.calls_for(&run_id).len() >= 2).await;
+    let stream = conveyor.js.get_stream("messages").await.unwrap();
+    let info = stream.consumer_info("builder").await.unwrap().clone();
+    assert_eq!(info.num_ack_pending, 1, "not acked while its result is not stored: {info:?}");
+
+    conveyor_driver::create_streams(&conveyor.js).await.unwrap();
+    let stored = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let stored = stored(&conveyor.js, "pipeline-engine", "pipelines.driver.result").await;
+            if !stored.is_empty() {
+                return stored;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("the result is stored once the stream is back");
+    assert_eq!(stored.len(), 1, "exactly one result stored");
+    assert_eq!(stored[0].body["run_id"], run_id.as_str());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let info = stream.consumer_info("builder").await.unwrap().clone();
+    assert_eq!(info.num_ack_pending, 0, "acked once the result is stored: {info:?}");
     running.stop().await.unwrap();
 }

@@ -169,10 +169,29 @@ async fn reconcile<D: Driver>(shared: &Shared<D>, event: Event, logger: &Logger)
     }
 }
 
-/// Publishes the envelope and waits for JetStream to store it.
-async fn publish(js: &jetstream::Context, envelope: &ResultEnvelope) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let body = serde_json::to_vec(envelope)?;
-    js.publish(subjects::RESULT, body.into()).await?.await?;
+/// How often a result publish is tried before the event is naked. A short outage should not
+/// cost a whole new reconcile, a long one should not hold the event here.
+const PUBLISH_TRIES: u32 = 3;
+
+/// Publishes the envelope and waits for JetStream to store it, trying a few times.
+async fn publish(js: &jetstream::Context, envelope: &ResultEnvelope) -> Result<(), PublishError> {
+    let body = bytes::Bytes::from(serde_json::to_vec(envelope)?);
+    let mut delay = Duration::from_millis(200);
+    for _ in 1..PUBLISH_TRIES {
+        match publish_once(js, body.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(err) => tracing::debug!(error = %err, retry_in = ?delay, "result publish failed"),
+        }
+        tokio::time::sleep(delay).await;
+        delay *= 2;
+    }
+    publish_once(js, body).await
+}
+
+type PublishError = Box<dyn std::error::Error + Send + Sync>;
+
+async fn publish_once(js: &jetstream::Context, body: bytes::Bytes) -> Result<(), PublishError> {
+    js.publish(subjects::RESULT, body).await?.await?;
     Ok(())
 }
 
