@@ -216,7 +216,11 @@ impl Config {
     /// Checks the values that code can set out of range.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.nats_url.trim().is_empty() {
-            return Err(invalid_value("nats_url", &self.nats_url, "must not be empty"));
+            return Err(invalid_value(
+                "nats_url",
+                &self.nats_url,
+                "must not be empty",
+            ));
         }
         if self.concurrency == 0 {
             return Err(invalid_value("concurrency", "0", "must be at least 1"));
@@ -232,20 +236,38 @@ impl Config {
             return Err(invalid_value("ack_wait", &value, "must be at least 300ms"));
         }
         match (&self.tls_cert, &self.tls_key) {
-            (Some(_), None) => return Err(invalid_value("tls", "key missing", "a client certificate needs its key (CONVEYOR_TLS_KEY)")),
-            (None, Some(_)) => return Err(invalid_value("tls", "certificate missing", "a key needs its client certificate (CONVEYOR_TLS_CERT)")),
+            (Some(_), None) => {
+                return Err(invalid_value(
+                    "tls",
+                    "key missing",
+                    "a client certificate needs its key (CONVEYOR_TLS_KEY)",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(invalid_value(
+                    "tls",
+                    "certificate missing",
+                    "a key needs its client certificate (CONVEYOR_TLS_CERT)",
+                ))
+            }
             _ => {}
         }
         if self.retry_backoff > self.retry_backoff_max {
             let value = format!("{:?}", self.retry_backoff);
-            return Err(invalid_value("retry_backoff", &value, "must not exceed the maximum backoff"));
+            return Err(invalid_value(
+                "retry_backoff",
+                &value,
+                "must not exceed the maximum backoff",
+            ));
         }
         Ok(())
     }
 
     /// The nak delay after a failed `attempt` (1-based): exponential, capped.
     pub(crate) fn backoff(&self, attempt: u64) -> Duration {
-        let doublings = u32::try_from(attempt.saturating_sub(1)).unwrap_or(u32::MAX).min(31);
+        let doublings = u32::try_from(attempt.saturating_sub(1))
+            .unwrap_or(u32::MAX)
+            .min(31);
         self.retry_backoff
             .saturating_mul(1 << doublings)
             .min(self.retry_backoff_max)
@@ -260,10 +282,17 @@ fn invalid_value(setting: &str, value: &str, reason: impl Into<String>) -> Confi
     }
 }
 
-fn parse_number<T: std::str::FromStr + PartialOrd + From<u8>>(setting: &str, value: &str) -> Result<T, ConfigError> {
+fn parse_number<T: std::str::FromStr + PartialOrd + From<u8>>(
+    setting: &str,
+    value: &str,
+) -> Result<T, ConfigError> {
     match value.trim().parse::<T>() {
         Ok(n) if n >= T::from(1) => Ok(n),
-        _ => Err(invalid_value(setting, value, "expected a whole number of at least 1")),
+        _ => Err(invalid_value(
+            setting,
+            value,
+            "expected a whole number of at least 1",
+        )),
     }
 }
 
@@ -273,7 +302,11 @@ fn parse_duration(setting: &str, value: &str) -> Result<Duration, ConfigError> {
         return Ok(Duration::from_secs(seconds));
     }
     humantime::parse_duration(value_trimmed).map_err(|err| {
-        invalid_value(setting, value, format!("expected a duration such as 500ms, 30s or 2m ({err})"))
+        invalid_value(
+            setting,
+            value,
+            format!("expected a duration such as 500ms, 30s or 2m ({err})"),
+        )
     })
 }
 
@@ -281,7 +314,11 @@ fn parse_bool(setting: &str, value: &str) -> Result<bool, ConfigError> {
     match value.trim().to_ascii_lowercase().as_str() {
         "1" | "true" | "yes" | "on" => Ok(true),
         "0" | "false" | "no" | "off" => Ok(false),
-        _ => Err(invalid_value(setting, value, "expected 1/true/yes/on or 0/false/no/off")),
+        _ => Err(invalid_value(
+            setting,
+            value,
+            "expected 1/true/yes/on or 0/false/no/off",
+        )),
     }
 }
 
@@ -290,9 +327,16 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let pairs: Vec<(String, String)> =
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        Config::from_lookup(|name| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|name| {
+            pairs
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        })
     }
 
     #[test]
@@ -339,7 +383,10 @@ mod tests {
         ] {
             let err = env(&[(name, value)]).unwrap_err();
             assert_eq!(err.setting, name);
-            assert!(err.to_string().contains(name) && err.to_string().contains(value), "{err}");
+            assert!(
+                err.to_string().contains(name) && err.to_string().contains(value),
+                "{err}"
+            );
         }
     }
 
@@ -347,13 +394,17 @@ mod tests {
     fn validate_names_the_setter() {
         let err = Config::default().concurrency(0).validate().unwrap_err();
         assert_eq!(err.setting, "concurrency");
-        let err = Config::default().ack_wait(Duration::from_millis(10)).validate().unwrap_err();
+        let err = Config::default()
+            .ack_wait(Duration::from_millis(10))
+            .validate()
+            .unwrap_err();
         assert_eq!(err.setting, "ack_wait");
     }
 
     #[test]
     fn backoff_doubles_and_caps() {
-        let config = Config::default().retry_backoff(Duration::from_millis(100), Duration::from_millis(500));
+        let config =
+            Config::default().retry_backoff(Duration::from_millis(100), Duration::from_millis(500));
         let delays: Vec<_> = (1..=5).map(|n| config.backoff(n).as_millis()).collect();
         assert_eq!(delays, [100, 200, 400, 500, 500]);
         assert_eq!(config.backoff(u64::MAX), Duration::from_millis(500));

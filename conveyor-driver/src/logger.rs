@@ -71,7 +71,11 @@ impl std::fmt::Debug for Logger {
 
 impl Logger {
     /// A logger publishing to NATS; spawns its publishing task on the current Tokio runtime.
-    pub(crate) fn publishing(context: RunContext, client: async_nats::Client, js: jetstream::Context) -> Self {
+    pub(crate) fn publishing(
+        context: RunContext,
+        client: async_nats::Client,
+        js: jetstream::Context,
+    ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let publisher = Publisher {
             logs_subject: subjects::logs(&context.run_id),
@@ -231,7 +235,10 @@ impl Publisher {
         };
         let mut headers = HeaderMap::new();
         for (key, value) in &line.labels {
-            headers.insert(format!("{}{key}", subjects::LABEL_HEADER_PREFIX).as_str(), value.as_str());
+            headers.insert(
+                format!("{}{key}", subjects::LABEL_HEADER_PREFIX).as_str(),
+                value.as_str(),
+            );
         }
         if let Err(err) = self
             .client
@@ -253,7 +260,10 @@ impl Publisher {
         }
     }
 
-    fn report(&self, result: Result<jetstream::publish::PublishAck, jetstream::context::PublishError>) {
+    fn report(
+        &self,
+        result: Result<jetstream::publish::PublishAck, jetstream::context::PublishError>,
+    ) {
         if let Err(err) = result {
             tracing::warn!(run_id = %self.context.run_id, error = %err, "log line not persisted");
         }

@@ -142,7 +142,8 @@ impl DriverMessage {
 
 impl Received {
     pub(crate) fn parse(body: &[u8]) -> Result<Self, PoisonError> {
-        let raw: RawDriverMessage<'_> = serde_json::from_slice(body).map_err(PoisonError::NotJson)?;
+        let raw: RawDriverMessage<'_> =
+            serde_json::from_slice(body).map_err(PoisonError::NotJson)?;
         let run_id = raw.run_id.unwrap_or_default();
         if uuid::Uuid::try_parse(&run_id).is_err() {
             return Err(PoisonError::BadRunId(run_id));
@@ -253,7 +254,11 @@ impl ResultEnvelope {
     pub const EVENT: &'static str = "driver.result";
 
     /// Wraps a result for the run and resource it belongs to.
-    pub fn new(run_id: impl Into<String>, resource: Box<RawValue>, result: DriverResultEvent) -> Self {
+    pub fn new(
+        run_id: impl Into<String>,
+        resource: Box<RawValue>,
+        result: DriverResultEvent,
+    ) -> Self {
         Self {
             event: Self::EVENT.to_owned(),
             run_id: run_id.into(),
@@ -353,7 +358,9 @@ mod tests {
     }
 
     fn message(payload: Value, run_id: Value) -> Vec<u8> {
-        json!({"event": "create", "payload": payload, "id": "m1", "run_id": run_id}).to_string().into_bytes()
+        json!({"event": "create", "payload": payload, "id": "m1", "run_id": run_id})
+            .to_string()
+            .into_bytes()
     }
 
     #[test]
@@ -378,14 +385,24 @@ mod tests {
 
     #[test]
     fn poison_kinds_are_told_apart() {
-        assert!(matches!(DriverMessage::parse(b"{oops"), Err(PoisonError::NotJson(_))));
+        assert!(matches!(
+            DriverMessage::parse(b"{oops"),
+            Err(PoisonError::NotJson(_))
+        ));
         let no_run = json!({"event": "create", "payload": resource(), "id": "m1"}).to_string();
-        assert!(matches!(DriverMessage::parse(no_run.as_bytes()), Err(PoisonError::BadRunId(id)) if id.is_empty()));
+        assert!(
+            matches!(DriverMessage::parse(no_run.as_bytes()), Err(PoisonError::BadRunId(id)) if id.is_empty())
+        );
         let bad_run = message(resource(), json!("run-7"));
-        assert!(matches!(DriverMessage::parse(&bad_run), Err(PoisonError::BadRunId(id)) if id == "run-7"));
+        assert!(
+            matches!(DriverMessage::parse(&bad_run), Err(PoisonError::BadRunId(id)) if id == "run-7")
+        );
         for payload in [json!({"x": 1}), json!("{not json"), json!(42), json!("[1]")] {
             let err = DriverMessage::parse(&message(payload.clone(), json!(RUN))).unwrap_err();
-            assert!(matches!(err, PoisonError::NotAResource(_)), "{payload}: {err}");
+            assert!(
+                matches!(err, PoisonError::NotAResource(_)),
+                "{payload}: {err}"
+            );
         }
     }
 
@@ -416,7 +433,13 @@ mod tests {
         use subjects::{validate_token, TokenError};
         assert_eq!(validate_token("build-1_x"), Ok(()));
         assert_eq!(validate_token(""), Err(TokenError::Empty));
-        for (bad, c) in [("a.b", '.'), ("a*", '*'), (">", '>'), ("a b", ' '), ("a\tb", '\t')] {
+        for (bad, c) in [
+            ("a.b", '.'),
+            ("a*", '*'),
+            (">", '>'),
+            ("a b", ' '),
+            ("a\tb", '\t'),
+        ] {
             assert_eq!(validate_token(bad), Err(TokenError::Forbidden(c)));
         }
     }

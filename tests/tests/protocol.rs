@@ -12,7 +12,9 @@ async fn setup(driver: &TestDriver) -> (NatsServer, Conveyor, Tap, Running) {
     let conveyor = Conveyor::new(&server).await;
     let tap = conveyor.tap().await;
     let running = run(driver.clone(), test_config(&server));
-    conveyor.wait_for_consumer(&conveyor_driver::Driver::name(driver)).await;
+    conveyor
+        .wait_for_consumer(&conveyor_driver::Driver::name(driver))
+        .await;
     (server, conveyor, tap, running)
 }
 
@@ -22,19 +24,32 @@ async fn both_payload_forms_give_a_schema_valid_result_envelope() {
     let (_server, conveyor, mut tap, running) = setup(&driver).await;
 
     for form in [Payload::String, Payload::Object] {
-        let resource = resource("build", "app", json!({"image": "rust:1", "big": 12345678901234567u64}));
-        let run_id = conveyor.publish("resources.build", "create", &resource, form).await;
+        let resource = resource(
+            "build",
+            "app",
+            json!({"image": "rust:1", "big": 12345678901234567u64}),
+        );
+        let run_id = conveyor
+            .publish("resources.build", "create", &resource, form)
+            .await;
         let envelope = tap.result(&run_id).await;
 
         assert_eq!(envelope["event"], "driver.result", "{form:?}");
         assert_eq!(envelope["run_id"], run_id.as_str());
-        assert_eq!(envelope["resource"], resource, "resource must come back as received ({form:?})");
+        assert_eq!(
+            envelope["resource"], resource,
+            "resource must come back as received ({form:?})"
+        );
         let result = &envelope["driverresult"];
         assert_schema("driver-result-event", result);
         assert_eq!(result["success"], true);
         assert_eq!(result["driver"], "builder");
         assert_eq!(result["data"], resource["spec"]);
-        assert_eq!(envelope.as_object().unwrap().len(), 4, "no extra envelope keys: {envelope}");
+        assert_eq!(
+            envelope.as_object().unwrap().len(),
+            4,
+            "no extra envelope keys: {envelope}"
+        );
     }
     running.stop().await.unwrap();
 }
@@ -45,23 +60,48 @@ async fn consumes_both_subjects_and_nothing_else() {
     let (_server, conveyor, mut tap, running) = setup(&driver).await;
     let build = resource("build", "app", json!({}));
 
-    let broadcast = conveyor.publish("resources.build", "create", &build, Payload::String).await;
+    let broadcast = conveyor
+        .publish("resources.build", "create", &build, Payload::String)
+        .await;
     let direct = conveyor
-        .publish("drivers.builder.resources.build", "create", &build, Payload::String)
+        .publish(
+            "drivers.builder.resources.build",
+            "create",
+            &build,
+            Payload::String,
+        )
         .await;
     let other_driver = conveyor
-        .publish("drivers.deployer.resources.build", "create", &build, Payload::String)
+        .publish(
+            "drivers.deployer.resources.build",
+            "create",
+            &build,
+            Payload::String,
+        )
         .await;
     let other_resource = conveyor
-        .publish("resources.release", "create", &resource("release", "v1", json!({})), Payload::String)
+        .publish(
+            "resources.release",
+            "create",
+            &resource("release", "v1", json!({})),
+            Payload::String,
+        )
         .await;
     tap.result(&broadcast).await;
     tap.result(&direct).await;
     tap.settle(Duration::from_secs(2)).await;
 
-    assert!(tap.results(&other_driver).is_empty(), "took another driver's event");
-    assert!(tap.results(&other_resource).is_empty(), "took another resource's event");
-    assert!(driver.calls_for(&other_driver).is_empty() && driver.calls_for(&other_resource).is_empty());
+    assert!(
+        tap.results(&other_driver).is_empty(),
+        "took another driver's event"
+    );
+    assert!(
+        tap.results(&other_resource).is_empty(),
+        "took another resource's event"
+    );
+    assert!(
+        driver.calls_for(&other_driver).is_empty() && driver.calls_for(&other_resource).is_empty()
+    );
     running.stop().await.unwrap();
 }
 
@@ -77,19 +117,29 @@ async fn failure_error_and_panic_become_failed_results_and_the_driver_keeps_goin
     ];
     for (spec, expected) in cases {
         let run_id = conveyor
-            .publish("resources.build", "create", &resource("build", "app", spec.clone()), Payload::String)
+            .publish(
+                "resources.build",
+                "create",
+                &resource("build", "app", spec.clone()),
+                Payload::String,
+            )
             .await;
         let result = tap.result(&run_id).await["driverresult"].clone();
         assert_schema("driver-result-event", &result);
         assert_eq!(result["success"], false, "{spec}");
-        assert!(result["message"].as_str().unwrap().contains(expected), "{spec}: {result}");
+        assert!(
+            result["message"].as_str().unwrap().contains(expected),
+            "{spec}: {result}"
+        );
     }
-    let after = conveyor
-        .publish("resources.build", "create", &resource("build", "app", json!({})), Payload::String)
-        .await;
+    let after = conveyor.create("build", "app", json!({})).await;
     assert_eq!(tap.result(&after).await["driverresult"]["success"], true);
     tap.settle(Duration::from_secs(3)).await;
-    assert_eq!(tap.result_count(), 4, "each event gets exactly one result, none redelivered");
+    assert_eq!(
+        tap.result_count(),
+        4,
+        "each event gets exactly one result, none redelivered"
+    );
     assert!(tap.seen.iter().filter(|s| s.is_result()).count() == 4);
     running.stop().await.unwrap();
 }
@@ -99,14 +149,15 @@ async fn logs_are_schema_valid_labelled_and_all_published_before_the_result() {
     let driver = TestDriver::new("builder", &["build"]);
     let (_server, conveyor, mut tap, running) = setup(&driver).await;
 
-    let run_id = conveyor
-        .publish("resources.build", "create", &resource("build", "app", json!({"lines": 50})), Payload::String)
-        .await;
+    let run_id = conveyor.create("build", "app", json!({"lines": 50})).await;
     tap.result(&run_id).await;
     tap.settle(Duration::from_millis(500)).await;
 
     let of_run: Vec<&Seen> = tap.seen.iter().filter(|s| s.run_id() == run_id).collect();
-    let persisted: Vec<&&Seen> = of_run.iter().filter(|s| s.subject == format!("logs.{run_id}")).collect();
+    let persisted: Vec<&&Seen> = of_run
+        .iter()
+        .filter(|s| s.subject == format!("logs.{run_id}"))
+        .collect();
     let live: Vec<&&Seen> = of_run
         .iter()
         .filter(|s| s.subject == format!("live.logs.{run_id}.builder"))
@@ -119,7 +170,10 @@ async fn logs_are_schema_valid_labelled_and_all_published_before_the_result() {
     assert_eq!(logs.len(), 51);
     assert_eq!(results.len(), 1);
     let last_log = logs.iter().map(|l| l.stored_at).max().unwrap();
-    assert!(last_log < results[0].stored_at, "a log line was stored after the result");
+    assert!(
+        last_log < results[0].stored_at,
+        "a log line was stored after the result"
+    );
     for line in persisted.iter().chain(&live) {
         assert_schema("log", &line.body);
         assert_eq!(line.body["runid"], run_id.as_str());
@@ -127,10 +181,25 @@ async fn logs_are_schema_valid_labelled_and_all_published_before_the_result() {
         assert_eq!(line.body["pipeline"], "pipe-1");
     }
     let first = &persisted[0];
-    assert!(first.body["message"].as_str().unwrap().contains("reconciling app"));
-    assert_eq!(first.headers.get("Conveyor-Label-step").map(String::as_str), Some("start"));
-    assert_eq!(live[0].headers.get("Conveyor-Label-step").map(String::as_str), Some("start"));
-    let messages: Vec<&str> = persisted[1..].iter().map(|s| s.body["message"].as_str().unwrap()).collect();
+    assert!(first.body["message"]
+        .as_str()
+        .unwrap()
+        .contains("reconciling app"));
+    assert_eq!(
+        first.headers.get("Conveyor-Label-step").map(String::as_str),
+        Some("start")
+    );
+    assert_eq!(
+        live[0]
+            .headers
+            .get("Conveyor-Label-step")
+            .map(String::as_str),
+        Some("start")
+    );
+    let messages: Vec<&str> = persisted[1..]
+        .iter()
+        .map(|s| s.body["message"].as_str().unwrap())
+        .collect();
     let expected: Vec<String> = (0..50).map(|i| format!("line {i}")).collect();
     assert_eq!(messages, expected, "lines keep their order");
     running.stop().await.unwrap();
@@ -142,9 +211,14 @@ async fn a_resource_without_pipeline_logs_without_the_key() {
     let (_server, conveyor, mut tap, running) = setup(&driver).await;
     let mut resource = resource("build", "app", json!({}));
     resource.as_object_mut().unwrap().remove("pipeline");
-    let run_id = conveyor.publish("resources.build", "create", &resource, Payload::Object).await;
+    let run_id = conveyor
+        .publish("resources.build", "create", &resource, Payload::Object)
+        .await;
     let subject = format!("logs.{run_id}");
-    tap.until("a log line", |seen| seen.iter().any(|s| s.subject == subject)).await;
+    tap.until("a log line", |seen| {
+        seen.iter().any(|s| s.subject == subject)
+    })
+    .await;
     let line = tap.seen.iter().find(|s| s.subject == subject).unwrap();
     assert_schema("log", &line.body);
     assert!(line.body.get("pipeline").is_none(), "{}", line.body);
@@ -173,17 +247,28 @@ async fn poison_messages_are_terminated_and_the_driver_keeps_working() {
     for body in poison {
         conveyor.publish_raw("resources.build", body).await;
     }
-    let run_id = conveyor.publish("resources.build", "create", &good, Payload::String).await;
+    let run_id = conveyor
+        .publish("resources.build", "create", &good, Payload::String)
+        .await;
     tap.result(&run_id).await;
     // Longer than ack_wait (2 s): a poison message left unacknowledged would be redelivered.
     tokio::time::sleep(Duration::from_secs(3)).await;
 
-    let stream = conveyor.js.get_stream("messages").await.unwrap();
-    let info = stream.consumer_info("builder").await.unwrap().clone();
-    assert_eq!(info.num_ack_pending, 0, "poison messages must be settled: {info:?}");
-    assert_eq!(info.num_redelivered, 0, "poison messages must not be redelivered: {info:?}");
+    let info = conveyor.consumer("builder").await;
+    assert_eq!(
+        info.num_ack_pending, 0,
+        "poison messages must be settled: {info:?}"
+    );
+    assert_eq!(
+        info.num_redelivered, 0,
+        "poison messages must not be redelivered: {info:?}"
+    );
     assert_eq!(info.num_pending, 0);
-    assert_eq!(driver.calls().len(), 1, "only the valid event reaches reconcile");
+    assert_eq!(
+        driver.calls().len(),
+        1,
+        "only the valid event reaches reconcile"
+    );
     assert_eq!(tap.result_count(), 1);
     running.stop().await.unwrap();
 }
@@ -193,16 +278,23 @@ async fn events_outside_the_filter_are_acked_without_a_result() {
     let driver = TestDriver::new("builder", &["build"]).with_events(&["create"]);
     let (_server, conveyor, mut tap, running) = setup(&driver).await;
     let build = resource("build", "app", json!({}));
-    let skipped = conveyor.publish("resources.build", "delete", &build, Payload::String).await;
-    let handled = conveyor.publish("resources.build", "create", &build, Payload::String).await;
+    let skipped = conveyor
+        .publish("resources.build", "delete", &build, Payload::String)
+        .await;
+    let handled = conveyor
+        .publish("resources.build", "create", &build, Payload::String)
+        .await;
     tap.result(&handled).await;
     tap.settle(Duration::from_secs(3)).await;
 
     assert!(tap.results(&skipped).is_empty());
     assert!(driver.calls_for(&skipped).is_empty());
-    let stream = conveyor.js.get_stream("messages").await.unwrap();
-    let info = stream.consumer_info("builder").await.unwrap().clone();
-    assert_eq!((info.num_ack_pending, info.num_redelivered), (0, 0), "{info:?}");
+    let info = conveyor.consumer("builder").await;
+    assert_eq!(
+        (info.num_ack_pending, info.num_redelivered),
+        (0, 0),
+        "{info:?}"
+    );
     running.stop().await.unwrap();
 }
 
@@ -210,8 +302,7 @@ async fn events_outside_the_filter_are_acked_without_a_result() {
 async fn the_consumer_is_configured_as_the_protocol_says() {
     let driver = TestDriver::new("builder", &["build", "release"]);
     let (_server, conveyor, _tap, running) = setup(&driver).await;
-    let stream = conveyor.js.get_stream("messages").await.unwrap();
-    let info = stream.consumer_info("builder").await.unwrap().clone();
+    let info = conveyor.consumer("builder").await;
     let config = info.config;
     assert_eq!(config.durable_name.as_deref(), Some("builder"));
     let mut subjects = config.filter_subjects.clone();
@@ -225,20 +316,34 @@ async fn the_consumer_is_configured_as_the_protocol_says() {
             "resources.release"
         ]
     );
-    assert_eq!(config.ack_policy, async_nats::jetstream::consumer::AckPolicy::Explicit);
-    assert_eq!(config.deliver_policy, async_nats::jetstream::consumer::DeliverPolicy::All);
+    assert_eq!(
+        config.ack_policy,
+        async_nats::jetstream::consumer::AckPolicy::Explicit
+    );
+    assert_eq!(
+        config.deliver_policy,
+        async_nats::jetstream::consumer::DeliverPolicy::All
+    );
     assert_eq!(config.ack_wait, Duration::from_secs(2));
     running.stop().await.unwrap();
 }
 
 #[tokio::test]
 async fn invalid_names_are_rejected_before_connecting() {
-    for (name, resources) in [("", vec!["build"]), ("a.b", vec!["build"]), ("ok", vec!["x y"]), ("ok", vec!["*"])] {
+    for (name, resources) in [
+        ("", vec!["build"]),
+        ("a.b", vec!["build"]),
+        ("ok", vec!["x y"]),
+        ("ok", vec!["*"]),
+    ] {
         let driver = TestDriver::new(name, &resources);
         let err = conveyor_driver::DriverManager::new(driver, conveyor_driver::Config::default())
             .err()
             .unwrap_or_else(|| panic!("{name:?} {resources:?} accepted"));
-        assert!(matches!(err, conveyor_driver::Error::InvalidName { .. }), "{err}");
+        assert!(
+            matches!(err, conveyor_driver::Error::InvalidName { .. }),
+            "{err}"
+        );
     }
     let none = TestDriver::new("ok", &[]);
     assert!(conveyor_driver::DriverManager::new(none, conveyor_driver::Config::default()).is_err());

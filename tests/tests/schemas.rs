@@ -27,7 +27,10 @@ fn results_match_their_schemas() {
         DriverResult::success("list").with_data(json!([1, "two"])),
     ] {
         assert_schema("driver-result", &to_value(&result).unwrap());
-        assert_schema("driver-result-event", &to_value(DriverResultEvent::new(result, "builder")).unwrap());
+        assert_schema(
+            "driver-result-event",
+            &to_value(DriverResultEvent::new(result, "builder")).unwrap(),
+        );
     }
 }
 
@@ -41,13 +44,19 @@ fn log_entries_match_their_schema() {
         message: "hello".into(),
     };
     assert_schema("log", &to_value(&entry).unwrap());
-    let with_pipeline = LogEntry { pipeline: Some("p".into()), ..entry };
+    let with_pipeline = LogEntry {
+        pipeline: Some("p".into()),
+        ..entry
+    };
     assert_schema("log", &to_value(&with_pipeline).unwrap());
 }
 
 #[test]
 #[should_panic(expected = "violates log")]
 fn the_schema_check_itself_rejects_extra_keys() {
-    assert_schema("log", &json!({"runid": uuid::Uuid::new_v4().to_string(), "driver": "d",
-        "timestamp": "2026-11-27T10:00:00Z", "message": "m", "run_id": "x"}));
+    assert_schema(
+        "log",
+        &json!({"runid": uuid::Uuid::new_v4().to_string(), "driver": "d",
+        "timestamp": "2026-11-27T10:00:00Z", "message": "m", "run_id": "x"}),
+    );
 }

@@ -136,7 +136,9 @@ impl<D: Driver> DriverManager<D> {
             tasks: JoinSet::new(),
             abort,
         };
-        runner.consume(consumer, consumer_config, &mut shutdown).await?;
+        runner
+            .consume(consumer, consumer_config, &mut shutdown)
+            .await?;
         runner.finish(abort_tx).await;
         if let Err(err) = client.drain().await {
             tracing::warn!(error = %err, "draining the NATS connection failed");
@@ -157,7 +159,9 @@ fn check_token(what: &'static str, value: &str) -> Result<(), Error> {
 async fn connect(config: &Config, driver: &str) -> Result<async_nats::Client, Error> {
     let mut options = async_nats::ConnectOptions::new();
     if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
-        options = options.add_client_certificate(cert.clone(), key.clone()).require_tls(true);
+        options = options
+            .add_client_certificate(cert.clone(), key.clone())
+            .require_tls(true);
     }
     if let Some(ca) = &config.tls_ca {
         options = options.add_root_certificates(ca.clone()).require_tls(true);
@@ -170,7 +174,9 @@ async fn connect(config: &Config, driver: &str) -> Result<async_nats::Client, Er
         .event_callback(|event| async move {
             match event {
                 async_nats::Event::Connected => tracing::info!("connected to NATS"),
-                async_nats::Event::Disconnected => tracing::warn!("disconnected from NATS; reconnecting"),
+                async_nats::Event::Disconnected => {
+                    tracing::warn!("disconnected from NATS; reconnecting")
+                }
                 other => tracing::warn!(event = %other, "NATS connection event"),
             }
         })
@@ -272,7 +278,14 @@ impl<D: Driver> Runner<D> {
                         return Ok(());
                     }
                     let config = &self.shared.config;
-                    match setup::bind_consumer(&self.shared.js, consumer_config.clone(), config, shutdown).await {
+                    match setup::bind_consumer(
+                        &self.shared.js,
+                        consumer_config.clone(),
+                        config,
+                        shutdown,
+                    )
+                    .await
+                    {
                         Ok(Some(bound)) => consumer = bound,
                         Ok(None) => return Ok(()),
                         Err(err) => tracing::warn!(error = %err, "binding the consumer failed"),
@@ -319,18 +332,26 @@ impl<D: Driver> Runner<D> {
                     reason = %reason,
                     "poison message terminated: it can never be processed"
                 );
-                self.tasks.spawn(settle_with_permit(message, AckKind::Term, permit));
+                self.tasks
+                    .spawn(settle_with_permit(message, AckKind::Term, permit));
                 return;
             }
         };
         let event = &received.message.event;
-        if self.events.as_ref().is_some_and(|events| !events.contains(event)) {
+        if self
+            .events
+            .as_ref()
+            .is_some_and(|events| !events.contains(event))
+        {
             tracing::debug!(event = %event, run_id = %received.message.run_id, "event not handled by this driver; skipped");
-            self.tasks.spawn(settle_with_permit(message, AckKind::Ack, permit));
+            self.tasks
+                .spawn(settle_with_permit(message, AckKind::Ack, permit));
             return;
         }
         let resource = &received.message.payload;
-        let turn = self.ordering.enter(format!("{}/{}", resource.resource, resource.name));
+        let turn = self
+            .ordering
+            .enter(format!("{}/{}", resource.resource, resource.name));
         let task = process::Task {
             shared: Arc::clone(&self.shared),
             message,
@@ -348,15 +369,25 @@ impl<D: Driver> Runner<D> {
     async fn finish(mut self, abort: watch::Sender<bool>) {
         let timeout = self.shared.config.shutdown_timeout;
         if !self.tasks.is_empty() {
-            tracing::info!(in_flight = self.tasks.len(), ?timeout, "waiting for in-flight events");
+            tracing::info!(
+                in_flight = self.tasks.len(),
+                ?timeout,
+                "waiting for in-flight events"
+            );
         }
-        if tokio::time::timeout(timeout, join_all(&mut self.tasks)).await.is_err() {
+        if tokio::time::timeout(timeout, join_all(&mut self.tasks))
+            .await
+            .is_err()
+        {
             tracing::warn!(
                 in_flight = self.tasks.len(),
                 "shutdown timeout reached; handing unfinished events back to JetStream"
             );
             abort.send_replace(true);
-            if tokio::time::timeout(Duration::from_secs(5), join_all(&mut self.tasks)).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(5), join_all(&mut self.tasks))
+                .await
+                .is_err()
+            {
                 self.tasks.shutdown().await;
             }
         }
@@ -386,7 +417,11 @@ fn hand_back_buffered(batch: &mut jetstream::consumer::pull::Batch, tasks: &mut 
     }
 }
 
-async fn settle_with_permit(message: jetstream::Message, kind: AckKind, _permit: OwnedSemaphorePermit) {
+async fn settle_with_permit(
+    message: jetstream::Message,
+    kind: AckKind,
+    _permit: OwnedSemaphorePermit,
+) {
     settle(message, kind).await;
 }
 

@@ -43,9 +43,17 @@ impl Ordering {
     pub(super) fn enter(&self, key: String) -> Turn {
         let (done_tx, done_rx) = oneshot::channel();
         let ticket = self.tickets.fetch_add(1, AtomicOrdering::Relaxed);
-        let mut tails = self.tails.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let tail = Tail { ticket, done: done_rx };
-        let previous = tails.insert(key.clone(), tail).map(|previous| previous.done);
+        let mut tails = self
+            .tails
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let tail = Tail {
+            ticket,
+            done: done_rx,
+        };
+        let previous = tails
+            .insert(key.clone(), tail)
+            .map(|previous| previous.done);
         Turn {
             previous,
             guard: TurnGuard {
@@ -76,8 +84,14 @@ impl Turn {
 
 impl Drop for TurnGuard {
     fn drop(&mut self) {
-        let mut tails = self.tails.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if tails.get(&self.key).is_some_and(|tail| tail.ticket == self.ticket) {
+        let mut tails = self
+            .tails
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if tails
+            .get(&self.key)
+            .is_some_and(|tail| tail.ticket == self.ticket)
+        {
             tails.remove(&self.key);
         }
     }
@@ -106,14 +120,21 @@ mod tests {
             })
         };
         // Spawned in reverse so that a scheduler-order implementation would fail.
-        let handles = [spawn(second, "second", 0), spawn(other, "other", 0), spawn(first, "first", 50)];
+        let handles = [
+            spawn(second, "second", 0),
+            spawn(other, "other", 0),
+            spawn(first, "first", 50),
+        ];
         for handle in handles {
             handle.await.unwrap();
         }
         let log = log.lock().unwrap().clone();
         let pos = |entry: &str| log.iter().position(|e| e == entry).unwrap();
         assert!(pos("first end") < pos("second start"), "{log:?}");
-        assert!(pos("other end") < pos("first end"), "other resource waited: {log:?}");
+        assert!(
+            pos("other end") < pos("first end"),
+            "other resource waited: {log:?}"
+        );
         assert_eq!(ordering.len(), 0, "finished resources must leave the map");
     }
 
@@ -123,7 +144,9 @@ mod tests {
         let first = ordering.enter("k".into());
         let second = ordering.enter("k".into());
         drop(first);
-        let guard = tokio::time::timeout(Duration::from_secs(5), second.wait()).await.unwrap();
+        let guard = tokio::time::timeout(Duration::from_secs(5), second.wait())
+            .await
+            .unwrap();
         drop(guard);
         assert_eq!(ordering.len(), 0);
     }

@@ -95,7 +95,12 @@ async fn aborted(abort: &mut watch::Receiver<bool>) {
 }
 
 /// Runs the event to the point where its acknowledgement is known.
-async fn handle<D: Driver>(shared: &Shared<D>, received: Received, attempt: u64, turn: Turn) -> AckKind {
+async fn handle<D: Driver>(
+    shared: &Shared<D>,
+    received: Received,
+    attempt: u64,
+    turn: Turn,
+) -> AckKind {
     let _turn = turn.wait().await;
     let Received {
         message,
@@ -124,7 +129,11 @@ async fn handle<D: Driver>(shared: &Shared<D>, received: Received, attempt: u64,
         Outcome::Publish(result) => result,
     };
     let success = result.success;
-    let envelope = ResultEnvelope::new(run_id, raw_resource, DriverResultEvent::new(result, &shared.name));
+    let envelope = ResultEnvelope::new(
+        run_id,
+        raw_resource,
+        DriverResultEvent::new(result, &shared.name),
+    );
     match publish(&shared.js, &envelope).await {
         Ok(()) => {
             tracing::info!(success, "result published");
@@ -144,7 +153,8 @@ async fn reconcile<D: Driver>(shared: &Shared<D>, event: Event, logger: &Logger)
     let max = u64::from(shared.config.max_deliver);
     if attempt > max {
         // Earlier deliveries never settled (e.g. the instance died each time): stop here.
-        let message = format!("gave up: event delivered {attempt} times, more than max_deliver ({max})");
+        let message =
+            format!("gave up: event delivered {attempt} times, more than max_deliver ({max})");
         logger.log(message.clone());
         return Outcome::Publish(DriverResult::failure(message));
     }
@@ -152,8 +162,12 @@ async fn reconcile<D: Driver>(shared: &Shared<D>, event: Event, logger: &Logger)
     match run.await {
         Ok(Ok(result)) => Outcome::Publish(result),
         Ok(Err(error)) if error.is_transient() && attempt < max => {
-            let delay = error.retry_delay().unwrap_or_else(|| shared.config.backoff(attempt));
-            logger.log(format!("attempt {attempt} of {max} failed: {error}; retrying in {delay:?}"));
+            let delay = error
+                .retry_delay()
+                .unwrap_or_else(|| shared.config.backoff(attempt));
+            logger.log(format!(
+                "attempt {attempt} of {max} failed: {error}; retrying in {delay:?}"
+            ));
             Outcome::Retry(delay)
         }
         Ok(Err(error)) if error.is_transient() => {

@@ -26,8 +26,16 @@ pub(crate) fn conveyor_streams() -> [stream::Config; 3] {
             &["resources.>", "events.>", "drivers.>"],
             stream::RetentionPolicy::Interest,
         ),
-        stream(subjects::PIPELINE_STREAM, &["pipelines.>"], stream::RetentionPolicy::WorkQueue),
-        stream(subjects::LOGS_STREAM, &["logs.>"], stream::RetentionPolicy::WorkQueue),
+        stream(
+            subjects::PIPELINE_STREAM,
+            &["pipelines.>"],
+            stream::RetentionPolicy::WorkQueue,
+        ),
+        stream(
+            subjects::LOGS_STREAM,
+            &["logs.>"],
+            stream::RetentionPolicy::WorkQueue,
+        ),
     ]
 }
 
@@ -35,16 +43,22 @@ pub(crate) fn conveyor_streams() -> [stream::Config; 3] {
 pub async fn create_streams(js: &jetstream::Context) -> Result<(), Error> {
     for config in conveyor_streams() {
         let name = config.name.clone();
-        js.get_or_create_stream(config).await.map_err(|err| Error::Setup {
-            what: format!("stream {name}"),
-            source: err.into(),
-        })?;
+        js.get_or_create_stream(config)
+            .await
+            .map_err(|err| Error::Setup {
+                what: format!("stream {name}"),
+                source: err.into(),
+            })?;
     }
     Ok(())
 }
 
 /// The durable pull consumer of WIRE.md for `driver` and its `resources`.
-pub(crate) fn consumer_config(driver: &str, resources: &[String], config: &Config) -> consumer::pull::Config {
+pub(crate) fn consumer_config(
+    driver: &str,
+    resources: &[String],
+    config: &Config,
+) -> consumer::pull::Config {
     let filter_subjects = resources
         .iter()
         .flat_map(|r| [subjects::resource(r), subjects::driver_resource(driver, r)])
