@@ -92,6 +92,7 @@ impl Config {
         let mut config = Self::default();
         let read = |name: &str| lookup(name).filter(|value| !value.trim().is_empty());
         if let Some(url) = read("CONVEYOR_NATS_URL") {
+            server_addrs("CONVEYOR_NATS_URL", &url)?;
             config.nats_url = url;
         }
         if let Some(v) = read("CONVEYOR_CONCURRENCY") {
@@ -274,6 +275,23 @@ impl Config {
     }
 }
 
+/// Parses a comma-separated list of NATS server URLs.
+pub(crate) fn server_addrs(setting: &str, urls: &str) -> Result<Vec<async_nats::ServerAddr>, ConfigError> {
+    let addrs = urls
+        .split(',')
+        .map(str::trim)
+        .filter(|url| !url.is_empty())
+        .map(|url| {
+            url.parse::<async_nats::ServerAddr>()
+                .map_err(|err| invalid_value(setting, urls, format!("{url:?} is not a NATS URL ({err})")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if addrs.is_empty() {
+        return Err(invalid_value(setting, urls, "expected one or more NATS URLs"));
+    }
+    Ok(addrs)
+}
+
 fn invalid_value(setting: &str, value: &str, reason: impl Into<String>) -> ConfigError {
     ConfigError {
         setting: setting.to_owned(),
@@ -388,6 +406,15 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn several_urls_and_bad_urls() {
+        let config = env(&[("CONVEYOR_NATS_URL", "nats://a:4222, nats://b:4223")]).unwrap();
+        assert_eq!(server_addrs("x", &config.nats_url).unwrap().len(), 2);
+        let err = env(&[("CONVEYOR_NATS_URL", "nats://a:notaport")]).unwrap_err();
+        assert_eq!(err.setting, "CONVEYOR_NATS_URL");
+        assert!(Config::default().nats_url(" , ").validate().is_err());
     }
 
     #[test]

@@ -29,17 +29,24 @@ pub struct NatsServer {
     child: Option<Child>,
     port: u16,
     store: tempfile::TempDir,
+    args: Vec<String>,
 }
 
 impl NatsServer {
     /// Starts a server on a free port and waits until it accepts clients.
     pub fn start() -> Self {
+        Self::start_with(None, Vec::new())
+    }
+
+    /// Starts a server on `port` (`None`: the OS picks) with extra command-line arguments.
+    fn start_with(port: Option<u16>, args: Vec<String>) -> Self {
         let store = tempfile::tempdir().expect("cannot create a temp store dir");
-        let (child, port) = spawn_server(None, store.path().into());
+        let (child, port) = spawn_server(port, store.path().into(), &args);
         Self {
             child: Some(child),
             port,
             store,
+            args,
         }
     }
 
@@ -51,8 +58,7 @@ impl NatsServer {
     /// Kills the server (as a crash would) and starts it again on the same port and store.
     pub fn restart(&mut self) {
         self.stop();
-        let (child, _) = spawn_server(Some(self.port), self.store.path().into());
-        self.child = Some(child);
+        self.start_again();
     }
 
     /// Kills the server, leaving its store for [`restart`](Self::restart).
@@ -66,7 +72,7 @@ impl NatsServer {
     /// Starts a server stopped with [`stop`](Self::stop) again.
     pub fn start_again(&mut self) {
         if self.child.is_none() {
-            let (child, _) = spawn_server(Some(self.port), self.store.path().into());
+            let (child, _) = spawn_server(Some(self.port), self.store.path().into(), &self.args);
             self.child = Some(child);
         }
     }
@@ -78,12 +84,71 @@ impl Drop for NatsServer {
     }
 }
 
+/// A three-node JetStream cluster on loopback; nodes can be killed and restarted.
+pub struct NatsCluster {
+    /// The nodes; `nodes[i].stop()` / `start_again()` simulate a node crash and recovery.
+    pub nodes: Vec<NatsServer>,
+}
+
+impl NatsCluster {
+    /// Starts three clustered nodes and waits until JetStream has a meta leader.
+    pub async fn start() -> Self {
+        let client_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let route_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let routes = route_ports
+            .iter()
+            .map(|p| format!("nats://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let nodes = (0..3)
+            .map(|i| {
+                let args = [
+                    "--cluster_name", "conveyor",
+                    "--server_name", &format!("node-{i}"),
+                    "--cluster", &format!("nats://127.0.0.1:{}", route_ports[i]),
+                    "--routes", &routes,
+                ];
+                NatsServer::start_with(Some(client_ports[i]), args.iter().map(|a| a.to_string()).collect())
+            })
+            .collect();
+        let cluster = Self { nodes };
+        let client = async_nats::connect(cluster.urls()).await.expect("connect to the cluster");
+        let js = jetstream::new(client);
+        tokio::time::timeout(PATIENCE, async {
+            while js.query_account().await.is_err() {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+        .await
+        .expect("the cluster's JetStream never became available");
+        cluster
+    }
+
+    /// Every node's address, for a client connection.
+    pub fn urls(&self) -> Vec<async_nats::ServerAddr> {
+        self.nodes.iter().map(|n| n.url().parse().expect("a valid URL")).collect()
+    }
+
+    /// Every node's URL, comma-separated, as drivers are configured for a cluster.
+    pub fn url(&self) -> String {
+        self.nodes.iter().map(NatsServer::url).collect::<Vec<_>>().join(",")
+    }
+}
+
+/// A loopback port that was free a moment ago.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
+}
+
 fn nats_server_binary() -> String {
     std::env::var("NATS_SERVER").unwrap_or_else(|_| "nats-server".to_owned())
 }
 
 /// Starts `nats-server` and returns it with the port it listens on, once it is ready.
-fn spawn_server(port: Option<u16>, store: PathBuf) -> (Child, u16) {
+fn spawn_server(port: Option<u16>, store: PathBuf, args: &[String]) -> (Child, u16) {
     let port_arg = port.map_or("-1".to_owned(), |p| p.to_string());
     let mut last_error = String::new();
     // A fixed port may still be held briefly by the killed process; try a few times.
@@ -100,6 +165,7 @@ fn spawn_server(port: Option<u16>, store: PathBuf) -> (Child, u16) {
             ])
             .arg("-sd")
             .arg(&store)
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -180,6 +246,31 @@ impl Conveyor {
             .await
             .expect("creating the Conveyor streams");
         conveyor
+    }
+
+    /// Connects to a cluster and creates the Conveyor streams with three replicas each.
+    pub async fn replicated(cluster: &NatsCluster) -> Self {
+        let client = async_nats::ConnectOptions::new()
+            .retry_on_initial_connect()
+            .connect(cluster.urls())
+            .await
+            .expect("connecting to the cluster");
+        let js = jetstream::new(client.clone());
+        for (name, subjects, retention) in [
+            ("messages", vec!["resources.>", "events.>", "drivers.>"], jetstream::stream::RetentionPolicy::Interest),
+            ("pipeline-engine", vec!["pipelines.>"], jetstream::stream::RetentionPolicy::WorkQueue),
+            ("logs-engine", vec!["logs.>"], jetstream::stream::RetentionPolicy::WorkQueue),
+        ] {
+            let config = jetstream::stream::Config {
+                name: name.to_owned(),
+                subjects: subjects.into_iter().map(String::from).collect(),
+                retention,
+                num_replicas: 3,
+                ..Default::default()
+            };
+            js.create_stream(config).await.unwrap_or_else(|err| panic!("stream {name}: {err}"));
+        }
+        Self { client, js }
     }
 
     /// Connects to `server` without creating anything.

@@ -167,6 +167,7 @@ async fn connect(config: &Config, driver: &str) -> Result<async_nats::Client, Er
         options = options.add_root_certificates(ca.clone()).require_tls(true);
     }
     let url = config.nats_url.as_str();
+    let addrs = crate::config::server_addrs("nats_url", url)?;
     options
         .name(format!("conveyor-driver {driver}"))
         .retry_on_initial_connect()
@@ -180,7 +181,7 @@ async fn connect(config: &Config, driver: &str) -> Result<async_nats::Client, Er
                 other => tracing::warn!(event = %other, "NATS connection event"),
             }
         })
-        .connect(url)
+        .connect(addrs.as_slice())
         .await
         .map_err(|source| Error::Connect {
             url: url.to_owned(),

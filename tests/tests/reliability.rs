@@ -1,0 +1,69 @@
+//! Reliability under failures of the infrastructure: a clustered JetStream losing a node.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use conveyor_driver_tests::*;
+use serde_json::json;
+
+/// Waits until every run in `runs` has a result stored in `pipeline-engine`; returns how many
+/// results were stored in all (duplicates included).
+async fn wait_for_stored_results(conveyor: &Conveyor, runs: &[String], patience: Duration) -> usize {
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        let stored = tokio::time::timeout(
+            Duration::from_secs(10),
+            stored(&conveyor.js, "pipeline-engine", "pipelines.driver.result"),
+        )
+        .await
+        .unwrap_or_default();
+        let done: HashSet<&str> = stored.iter().filter_map(|s| s.body["run_id"].as_str()).collect();
+        let missing = runs.iter().filter(|r| !done.contains(r.as_str())).count();
+        if missing == 0 {
+            return stored.len();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{missing} of {} events have no result",
+            runs.len()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_clustered_jetstream_loses_no_event_when_a_node_restarts_mid_run() {
+    init_tracing();
+    let mut cluster = NatsCluster::start().await;
+    let conveyor = Conveyor::replicated(&cluster).await;
+    let instances: Vec<TestDriver> = (0..3).map(|_| TestDriver::new("builder", &["build"])).collect();
+    let running: Vec<Running> = instances
+        .iter()
+        .map(|driver| {
+            let config = test_config(&cluster.nodes[0]).nats_url(cluster.url()).concurrency(4);
+            run(driver.clone(), config)
+        })
+        .collect();
+    conveyor.wait_for_consumer("builder").await;
+
+    let mut runs = Vec::new();
+    for i in 0..150 {
+        runs.push(conveyor.create("build", &format!("app-{i}"), json!({"sleep_ms": 100})).await);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cluster.nodes[1].stop();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cluster.nodes[1].start_again();
+
+    let stored = wait_for_stored_results(&conveyor, &runs, Duration::from_secs(120)).await;
+    let reconciled: usize = instances.iter().map(|d| d.calls().len()).sum();
+    assert!(reconciled >= 150);
+    assert!(
+        instances.iter().filter(|d| !d.calls().is_empty()).count() >= 2,
+        "the work is shared"
+    );
+    eprintln!("150 events, {stored} results stored, {reconciled} reconciles");
+    for instance in running {
+        instance.stop().await.unwrap();
+    }
+}
