@@ -216,13 +216,7 @@ impl Config {
 
     /// Checks the values that code can set out of range.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.nats_url.trim().is_empty() {
-            return Err(invalid_value(
-                "nats_url",
-                &self.nats_url,
-                "must not be empty",
-            ));
-        }
+        server_addrs("nats_url", &self.nats_url)?;
         if self.concurrency == 0 {
             return Err(invalid_value("concurrency", "0", "must be at least 1"));
         }
@@ -276,18 +270,26 @@ impl Config {
 }
 
 /// Parses a comma-separated list of NATS server URLs.
-pub(crate) fn server_addrs(setting: &str, urls: &str) -> Result<Vec<async_nats::ServerAddr>, ConfigError> {
+pub(crate) fn server_addrs(
+    setting: &str,
+    urls: &str,
+) -> Result<Vec<async_nats::ServerAddr>, ConfigError> {
     let addrs = urls
         .split(',')
         .map(str::trim)
         .filter(|url| !url.is_empty())
         .map(|url| {
-            url.parse::<async_nats::ServerAddr>()
-                .map_err(|err| invalid_value(setting, urls, format!("{url:?} is not a NATS URL ({err})")))
+            url.parse::<async_nats::ServerAddr>().map_err(|err| {
+                invalid_value(setting, urls, format!("{url:?} is not a NATS URL ({err})"))
+            })
         })
         .collect::<Result<Vec<_>, _>>()?;
     if addrs.is_empty() {
-        return Err(invalid_value(setting, urls, "expected one or more NATS URLs"));
+        return Err(invalid_value(
+            setting,
+            urls,
+            "expected one or more NATS URLs",
+        ));
     }
     Ok(addrs)
 }

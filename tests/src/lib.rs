@@ -103,16 +103,25 @@ impl NatsCluster {
         let nodes = (0..3)
             .map(|i| {
                 let args = [
-                    "--cluster_name", "conveyor",
-                    "--server_name", &format!("node-{i}"),
-                    "--cluster", &format!("nats://127.0.0.1:{}", route_ports[i]),
-                    "--routes", &routes,
+                    "--cluster_name",
+                    "conveyor",
+                    "--server_name",
+                    &format!("node-{i}"),
+                    "--cluster",
+                    &format!("nats://127.0.0.1:{}", route_ports[i]),
+                    "--routes",
+                    &routes,
                 ];
-                NatsServer::start_with(Some(client_ports[i]), args.iter().map(|a| a.to_string()).collect())
+                NatsServer::start_with(
+                    Some(client_ports[i]),
+                    args.iter().map(|a| a.to_string()).collect(),
+                )
             })
             .collect();
         let cluster = Self { nodes };
-        let client = async_nats::connect(cluster.urls()).await.expect("connect to the cluster");
+        let client = async_nats::connect(cluster.urls())
+            .await
+            .expect("connect to the cluster");
         let js = jetstream::new(client);
         tokio::time::timeout(PATIENCE, async {
             while js.query_account().await.is_err() {
@@ -126,12 +135,19 @@ impl NatsCluster {
 
     /// Every node's address, for a client connection.
     pub fn urls(&self) -> Vec<async_nats::ServerAddr> {
-        self.nodes.iter().map(|n| n.url().parse().expect("a valid URL")).collect()
+        self.nodes
+            .iter()
+            .map(|n| n.url().parse().expect("a valid URL"))
+            .collect()
     }
 
     /// Every node's URL, comma-separated, as drivers are configured for a cluster.
     pub fn url(&self) -> String {
-        self.nodes.iter().map(NatsServer::url).collect::<Vec<_>>().join(",")
+        self.nodes
+            .iter()
+            .map(NatsServer::url)
+            .collect::<Vec<_>>()
+            .join(",")
     }
 }
 
@@ -257,9 +273,21 @@ impl Conveyor {
             .expect("connecting to the cluster");
         let js = jetstream::new(client.clone());
         for (name, subjects, retention) in [
-            ("messages", vec!["resources.>", "events.>", "drivers.>"], jetstream::stream::RetentionPolicy::Interest),
-            ("pipeline-engine", vec!["pipelines.>"], jetstream::stream::RetentionPolicy::WorkQueue),
-            ("logs-engine", vec!["logs.>"], jetstream::stream::RetentionPolicy::WorkQueue),
+            (
+                "messages",
+                vec!["resources.>", "events.>", "drivers.>"],
+                jetstream::stream::RetentionPolicy::Interest,
+            ),
+            (
+                "pipeline-engine",
+                vec!["pipelines.>"],
+                jetstream::stream::RetentionPolicy::WorkQueue,
+            ),
+            (
+                "logs-engine",
+                vec!["logs.>"],
+                jetstream::stream::RetentionPolicy::WorkQueue,
+            ),
         ] {
             let config = jetstream::stream::Config {
                 name: name.to_owned(),
@@ -268,7 +296,9 @@ impl Conveyor {
                 num_replicas: 3,
                 ..Default::default()
             };
-            js.create_stream(config).await.unwrap_or_else(|err| panic!("stream {name}: {err}"));
+            js.create_stream(config)
+                .await
+                .unwrap_or_else(|err| panic!("stream {name}: {err}"));
         }
         Self { client, js }
     }

@@ -8,7 +8,11 @@ use serde_json::json;
 
 /// Waits until every run in `runs` has a result stored in `pipeline-engine`; returns how many
 /// results were stored in all (duplicates included).
-async fn wait_for_stored_results(conveyor: &Conveyor, runs: &[String], patience: Duration) -> usize {
+async fn wait_for_stored_results(
+    conveyor: &Conveyor,
+    runs: &[String],
+    patience: Duration,
+) -> usize {
     let deadline = tokio::time::Instant::now() + patience;
     loop {
         let stored = tokio::time::timeout(
@@ -17,7 +21,10 @@ async fn wait_for_stored_results(conveyor: &Conveyor, runs: &[String], patience:
         )
         .await
         .unwrap_or_default();
-        let done: HashSet<&str> = stored.iter().filter_map(|s| s.body["run_id"].as_str()).collect();
+        let done: HashSet<&str> = stored
+            .iter()
+            .filter_map(|s| s.body["run_id"].as_str())
+            .collect();
         let missing = runs.iter().filter(|r| !done.contains(r.as_str())).count();
         if missing == 0 {
             return stored.len();
@@ -36,11 +43,15 @@ async fn a_clustered_jetstream_loses_no_event_when_a_node_restarts_mid_run() {
     init_tracing();
     let mut cluster = NatsCluster::start().await;
     let conveyor = Conveyor::replicated(&cluster).await;
-    let instances: Vec<TestDriver> = (0..3).map(|_| TestDriver::new("builder", &["build"])).collect();
+    let instances: Vec<TestDriver> = (0..3)
+        .map(|_| TestDriver::new("builder", &["build"]))
+        .collect();
     let running: Vec<Running> = instances
         .iter()
         .map(|driver| {
-            let config = test_config(&cluster.nodes[0]).nats_url(cluster.url()).concurrency(4);
+            let config = test_config(&cluster.nodes[0])
+                .nats_url(cluster.url())
+                .concurrency(4);
             run(driver.clone(), config)
         })
         .collect();
@@ -48,7 +59,11 @@ async fn a_clustered_jetstream_loses_no_event_when_a_node_restarts_mid_run() {
 
     let mut runs = Vec::new();
     for i in 0..150 {
-        runs.push(conveyor.create("build", &format!("app-{i}"), json!({"sleep_ms": 100})).await);
+        runs.push(
+            conveyor
+                .create("build", &format!("app-{i}"), json!({"sleep_ms": 100}))
+                .await,
+        );
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     cluster.nodes[1].stop();

@@ -178,6 +178,9 @@ async fn connect(config: &Config, driver: &str) -> Result<async_nats::Client, Er
                 async_nats::Event::Disconnected => {
                     tracing::warn!("disconnected from NATS; reconnecting")
                 }
+                async_nats::Event::Draining | async_nats::Event::Closed => {
+                    tracing::debug!(%event, "NATS connection closing")
+                }
                 other => tracing::warn!(event = %other, "NATS connection event"),
             }
         })
