@@ -29,18 +29,74 @@ pub struct NatsServer {
     child: Option<Child>,
     port: u16,
     store: tempfile::TempDir,
+    tls: Option<TlsFiles>,
+}
+
+/// Certificate files of a TLS `nats-server` and of a client it trusts.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// The CA that issued both the server's and the clients' certificates.
+    pub ca: PathBuf,
+    /// A client certificate chain the server accepts.
+    pub client_cert: PathBuf,
+    /// Its key.
+    pub client_key: PathBuf,
+    /// The server's configuration file.
+    config: PathBuf,
 }
 
 impl NatsServer {
     /// Starts a server on a free port and waits until it accepts clients.
     pub fn start() -> Self {
         let store = tempfile::tempdir().expect("cannot create a temp store dir");
-        let (child, port) = spawn_server(None, store.path().into());
+        let (child, port) = spawn_server(None, store.path().into(), None);
         Self {
             child: Some(child),
             port,
             store,
+            tls: None,
         }
+    }
+
+    /// Starts a server that requires TLS and verifies client certificates (`verify: true`)
+    /// against a CA generated for it. [`tls`](Self::tls) has a client certificate it accepts.
+    pub fn start_tls() -> Self {
+        let store = tempfile::tempdir().expect("cannot create a temp store dir");
+        let dir = store.path().join("tls");
+        std::fs::create_dir_all(&dir).expect("tls dir");
+        let ca = pki::Ca::new("NATS test CA");
+        let (server_cert, server_key) = ca.server().write(&dir, "server");
+        let (client_cert, client_key) = ca.client("driver", pki::KeyKind::P256).write(&dir, "client");
+        let ca_path = ca.write(&dir, "ca");
+        let config = dir.join("nats.conf");
+        let quote = |p: &std::path::Path| serde_json::to_string(&p.display().to_string()).expect("path");
+        std::fs::write(
+            &config,
+            format!(
+                "tls {{\n  cert_file: {}\n  key_file: {}\n  ca_file: {}\n  verify: true\n  timeout: 5\n}}\n",
+                quote(&server_cert),
+                quote(&server_key),
+                quote(&ca_path)
+            ),
+        )
+        .expect("write nats.conf");
+        let (child, port) = spawn_server(None, store.path().into(), Some(&config));
+        Self {
+            child: Some(child),
+            port,
+            store,
+            tls: Some(TlsFiles {
+                ca: ca_path,
+                client_cert,
+                client_key,
+                config,
+            }),
+        }
+    }
+
+    /// The TLS files, for a server started with [`start_tls`](Self::start_tls).
+    pub fn tls(&self) -> Option<&TlsFiles> {
+        self.tls.as_ref()
     }
 
     /// `nats://127.0.0.1:<port>`.
@@ -51,7 +107,7 @@ impl NatsServer {
     /// Kills the server (as a crash would) and starts it again on the same port and store.
     pub fn restart(&mut self) {
         self.stop();
-        let (child, _) = spawn_server(Some(self.port), self.store.path().into());
+        let (child, _) = spawn_server(Some(self.port), self.store.path().into(), self.tls.as_ref().map(|t| t.config.as_path()));
         self.child = Some(child);
     }
 
@@ -66,7 +122,7 @@ impl NatsServer {
     /// Starts a server stopped with [`stop`](Self::stop) again.
     pub fn start_again(&mut self) {
         if self.child.is_none() {
-            let (child, _) = spawn_server(Some(self.port), self.store.path().into());
+            let (child, _) = spawn_server(Some(self.port), self.store.path().into(), self.tls.as_ref().map(|t| t.config.as_path()));
             self.child = Some(child);
         }
     }
@@ -83,12 +139,16 @@ fn nats_server_binary() -> String {
 }
 
 /// Starts `nats-server` and returns it with the port it listens on, once it is ready.
-fn spawn_server(port: Option<u16>, store: PathBuf) -> (Child, u16) {
+fn spawn_server(port: Option<u16>, store: PathBuf, config: Option<&std::path::Path>) -> (Child, u16) {
     let port_arg = port.map_or("-1".to_owned(), |p| p.to_string());
     let mut last_error = String::new();
     // A fixed port may still be held briefly by the killed process; try a few times.
     for _ in 0..50 {
-        let mut child = Command::new(nats_server_binary())
+        let mut command = Command::new(nats_server_binary());
+        if let Some(config) = config {
+            command.arg("-c").arg(config);
+        }
+        let mut child = command
             .args(["-js", "-a", "127.0.0.1", "-p", &port_arg, "--http_port", "0"])
             .arg("-sd")
             .arg(&store)
@@ -169,7 +229,14 @@ impl Conveyor {
 
     /// Connects to `server` without creating anything.
     pub async fn connect(server: &NatsServer) -> Self {
-        let client = async_nats::ConnectOptions::new()
+        let mut options = async_nats::ConnectOptions::new();
+        if let Some(tls) = server.tls() {
+            options = options
+                .add_client_certificate(tls.client_cert.clone(), tls.client_key.clone())
+                .add_root_certificates(tls.ca.clone())
+                .require_tls(true);
+        }
+        let client = options
             .retry_on_initial_connect()
             .connect(server.url())
             .await
@@ -439,6 +506,9 @@ pub async fn stored(js: &jetstream::Context, stream: &str, subject: &str) -> Vec
     }
     values
 }
+
+pub mod api_server;
+pub mod pki;
 
 pub use driver::{Call, TestDriver};
 
