@@ -95,7 +95,19 @@ impl ApiServer {
         Self::spawn(Some(ca_der.to_vec())).await
     }
 
+    /// Like [`start_with_ca`](Self::start_with_ca) over HTTPS with `identity` as the
+    /// server certificate: `url` is `https://127.0.0.1:<port>`.
+    pub async fn start_https(identity: &crate::pki::Identity, ca_der: &[u8]) -> Self {
+        let mut server = Self::spawn_with(Some(ca_der.to_vec()), Some(identity)).await;
+        server.url = server.url.replacen("http://", "https://", 1);
+        server
+    }
+
     async fn spawn(ca_der: Option<Vec<u8>>) -> Self {
+        Self::spawn_with(ca_der, None).await
+    }
+
+    async fn spawn_with(ca_der: Option<Vec<u8>>, tls: Option<&crate::pki::Identity>) -> Self {
         let shared = Arc::new(Shared {
             ca_der,
             clock_offset: Mutex::new(0),
@@ -107,9 +119,31 @@ impl ApiServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1");
         let url = format!("http://{}", listener.local_addr().expect("local addr"));
         let app = axum::Router::new().fallback(handle).with_state(shared.clone());
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let task = match tls {
+            None => tokio::spawn(async move {
+                let _ = axum::serve(listener, app).await;
+            }),
+            Some(identity) => {
+                use rustls_pki_types::pem::PemObject as _;
+                let chain = CertificateDer::pem_slice_iter(identity.chain_pem.as_bytes())
+                    .collect::<Result<Vec<_>, _>>()
+                    .expect("server chain");
+                let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(identity.key_pem.as_bytes()).expect("server key");
+                let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                    .with_safe_default_protocol_versions()
+                    .expect("TLS versions")
+                    .with_no_client_auth()
+                    .with_single_cert(chain, key)
+                    .expect("server certificate");
+                let listener = TlsListener {
+                    tcp: listener,
+                    acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+                };
+                tokio::spawn(async move {
+                    let _ = axum::serve(listener, app).await;
+                })
+            }
+        };
         Self { url, shared, task }
     }
 
@@ -145,6 +179,33 @@ impl ApiServer {
     /// How many SSE streams are connected.
     pub fn live_streams(&self) -> usize {
         self.shared.live.receiver_count()
+    }
+}
+
+/// Accepts TCP connections and completes the TLS handshake (failed handshakes are dropped).
+struct TlsListener {
+    tcp: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((stream, addr)) = self.tcp.accept().await else {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            };
+            if let Ok(Ok(tls)) = tokio::time::timeout(Duration::from_secs(10), self.acceptor.accept(stream)).await {
+                return (tls, addr);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
     }
 }
 

@@ -588,3 +588,31 @@ fn secrets_never_appear_in_debug_display_or_errors() {
     assert!(texts[0].contains("<redacted>") && texts[0].contains("CN=driver"), "{}", texts[0]);
     assert!(!texts[4].contains("secret-key-path"), "{}", texts[4]);
 }
+
+#[test]
+fn a_p521_key_is_a_clear_unsupported_error() {
+    // The JWT library signs ES256 and ES384 only; ES512 (P-521) must fail clearly, up front.
+    let cert = include_str!("../fixtures/p521.crt.pem");
+    let key = include_str!("../fixtures/p521.key.pem");
+    let err = Credentials::from_pem(cert.as_bytes(), key.as_bytes()).unwrap_err();
+    assert!(matches!(err, CredentialsError::Unsupported(_)), "{err:?}");
+    assert!(err.to_string().contains("P-521"), "{err}");
+}
+
+#[tokio::test]
+async fn the_ca_is_trusted_for_an_https_api() {
+    let ca = Ca::new("Conveyor CA");
+    let server = ApiServer::start_https(&ca.server(), &ca.cert_der).await;
+    assert!(server.url.starts_with("https://127.0.0.1:"));
+    let dir = tempfile::tempdir().unwrap();
+    let ca_path = ca.write(dir.path(), "ca");
+    let identity = ca.client("driver", KeyKind::P256);
+    let files = files(&identity, &identity.key_pem);
+    let client = Client::builder().base_url(&server.url).tls(&files.cert, &files.key).ca(&ca_path).build().unwrap();
+    assert_eq!(client.health().await.unwrap()["status"], "healthy");
+
+    // Without the CA, the server's certificate is not trusted: a connection error, no retry loop.
+    let untrusting = Client::builder().base_url(&server.url).tls(&files.cert, &files.key).retries(0).build().unwrap();
+    let err = untrusting.health().await.unwrap_err();
+    assert!(matches!(err, ClientError::Connect { .. }), "{err:?}");
+}
