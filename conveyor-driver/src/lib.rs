@@ -40,6 +40,7 @@
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod client;
 mod config;
 mod driver;
 mod error;
@@ -48,6 +49,7 @@ mod logger;
 mod manager;
 pub mod wire;
 
+pub use client::{Client, ClientError};
 pub use config::{Config, ConfigError};
 pub use driver::{error_chain, Driver, Event, ReconcileError, ReconcileResult, ResultExt};
 pub use error::Error;

@@ -30,24 +30,73 @@ pub struct NatsServer {
     port: u16,
     store: tempfile::TempDir,
     args: Vec<String>,
+    tls: Option<TlsFiles>,
+}
+
+/// Certificate files of a TLS `nats-server` and of a client it trusts.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// The CA that issued both the server's and the clients' certificates.
+    pub ca: PathBuf,
+    /// A client certificate chain the server accepts.
+    pub client_cert: PathBuf,
+    /// Its key.
+    pub client_key: PathBuf,
 }
 
 impl NatsServer {
     /// Starts a server on a free port and waits until it accepts clients.
     pub fn start() -> Self {
-        Self::start_with(None, Vec::new())
+        Self::start_with(None, Vec::new(), temp_store())
     }
 
     /// Starts a server on `port` (`None`: the OS picks) with extra command-line arguments.
-    fn start_with(port: Option<u16>, args: Vec<String>) -> Self {
-        let store = tempfile::tempdir().expect("cannot create a temp store dir");
+    fn start_with(port: Option<u16>, args: Vec<String>, store: tempfile::TempDir) -> Self {
         let (child, port) = spawn_server(port, store.path().into(), &args);
         Self {
             child: Some(child),
             port,
             store,
             args,
+            tls: None,
         }
+    }
+
+    /// Starts a server that requires TLS and verifies client certificates (`verify: true`)
+    /// against a CA generated for it. [`tls`](Self::tls) has a client certificate it accepts.
+    pub fn start_tls() -> Self {
+        let store = temp_store();
+        let dir = store.path().join("tls");
+        std::fs::create_dir_all(&dir).expect("tls dir");
+        let ca = pki::Ca::new("NATS test CA");
+        let (server_cert, server_key) = ca.server().write(&dir, "server");
+        let (client_cert, client_key) = ca.client("driver", pki::KeyKind::P256).write(&dir, "client");
+        let ca_path = ca.write(&dir, "ca");
+        let config = dir.join("nats.conf");
+        let quote = |p: &std::path::Path| serde_json::to_string(&p.display().to_string()).expect("path");
+        std::fs::write(
+            &config,
+            format!(
+                "tls {{\n  cert_file: {}\n  key_file: {}\n  ca_file: {}\n  verify: true\n  timeout: 5\n}}\n",
+                quote(&server_cert),
+                quote(&server_key),
+                quote(&ca_path)
+            ),
+        )
+        .expect("write nats.conf");
+        let args = vec!["-c".to_owned(), config.display().to_string()];
+        let mut server = Self::start_with(None, args, store);
+        server.tls = Some(TlsFiles {
+            ca: ca_path,
+            client_cert,
+            client_key,
+        });
+        server
+    }
+
+    /// The TLS files, for a server started with [`start_tls`](Self::start_tls).
+    pub fn tls(&self) -> Option<&TlsFiles> {
+        self.tls.as_ref()
     }
 
     /// `nats://127.0.0.1:<port>`.
@@ -115,6 +164,7 @@ impl NatsCluster {
                 NatsServer::start_with(
                     Some(client_ports[i]),
                     args.iter().map(|a| a.to_string()).collect(),
+                    temp_store(),
                 )
             })
             .collect();
@@ -157,6 +207,10 @@ fn free_port() -> u16 {
         .and_then(|listener| listener.local_addr())
         .expect("a free port")
         .port()
+}
+
+fn temp_store() -> tempfile::TempDir {
+    tempfile::tempdir().expect("cannot create a temp store dir")
 }
 
 fn nats_server_binary() -> String {
@@ -305,7 +359,14 @@ impl Conveyor {
 
     /// Connects to `server` without creating anything.
     pub async fn connect(server: &NatsServer) -> Self {
-        let client = async_nats::ConnectOptions::new()
+        let mut options = async_nats::ConnectOptions::new();
+        if let Some(tls) = server.tls() {
+            options = options
+                .add_client_certificate(tls.client_cert.clone(), tls.client_key.clone())
+                .add_root_certificates(tls.ca.clone())
+                .require_tls(true);
+        }
+        let client = options
             .retry_on_initial_connect()
             .connect(server.url())
             .await
@@ -644,6 +705,9 @@ pub async fn stored(js: &jetstream::Context, stream: &str, subject: &str) -> Vec
     }
     values
 }
+
+pub mod api_server;
+pub mod pki;
 
 pub use driver::{Call, TestDriver};
 

@@ -107,7 +107,9 @@ impl<D: Driver> DriverManager<D> {
             listen_for_signals(self.shutdown_handle())?;
         }
         let mut shutdown = Shutdown(self.shutdown.subscribe());
-        let client = connect(&self.config, &self.name).await?;
+        let Some(client) = connect(&self.config, &self.name, &mut shutdown).await? else {
+            return Ok(());
+        };
         let js = jetstream::new(client.clone());
         let consumer_config = setup::consumer_config(&self.name, &self.resources, &self.config);
         let Some(consumer) =
@@ -156,7 +158,34 @@ fn check_token(what: &'static str, value: &str) -> Result<(), Error> {
     })
 }
 
-async fn connect(config: &Config, driver: &str) -> Result<async_nats::Client, Error> {
+/// Connects to NATS, waiting (with logged retries) for a server that is not reachable yet.
+/// A server that rejects the connection (TLS handshake, client certificate, authorization)
+/// is an error at once: retrying would only hang. `None` if shutdown was requested meanwhile.
+async fn connect(config: &Config, driver: &str, shutdown: &mut Shutdown) -> Result<Option<async_nats::Client>, Error> {
+    let url = config.nats_url.as_str();
+    let addrs = crate::config::server_addrs("nats_url", url)?;
+    let mut delay = Duration::from_millis(250);
+    loop {
+        match connect_options(config, driver).connect(addrs.as_slice()).await {
+            Ok(client) => return Ok(Some(client)),
+            Err(source) if is_rejection(&source) => {
+                return Err(Error::Connect {
+                    url: url.to_owned(),
+                    source,
+                })
+            }
+            Err(err) => {
+                tracing::warn!(url, error = %err, retry_in = ?delay, "NATS is not reachable; retrying");
+                if shutdown.sleep(delay).await {
+                    return Ok(None);
+                }
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+fn connect_options(config: &Config, driver: &str) -> async_nats::ConnectOptions {
     let mut options = async_nats::ConnectOptions::new();
     if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
         options = options
@@ -166,11 +195,8 @@ async fn connect(config: &Config, driver: &str) -> Result<async_nats::Client, Er
     if let Some(ca) = &config.tls_ca {
         options = options.add_root_certificates(ca.clone()).require_tls(true);
     }
-    let url = config.nats_url.as_str();
-    let addrs = crate::config::server_addrs("nats_url", url)?;
     options
         .name(format!("conveyor-driver {driver}"))
-        .retry_on_initial_connect()
         .max_reconnects(None)
         .event_callback(|event| async move {
             match event {
@@ -184,12 +210,36 @@ async fn connect(config: &Config, driver: &str) -> Result<async_nats::Client, Er
                 other => tracing::warn!(event = %other, "NATS connection event"),
             }
         })
-        .connect(addrs.as_slice())
-        .await
-        .map_err(|source| Error::Connect {
-            url: url.to_owned(),
-            source,
-        })
+}
+
+/// Whether the server refused us (TLS, certificate, authorization), as opposed to not being
+/// reachable (yet).
+fn is_rejection(err: &async_nats::ConnectError) -> bool {
+    use async_nats::ConnectErrorKind as Kind;
+    match err.kind() {
+        Kind::Tls | Kind::Authentication | Kind::AuthorizationViolation | Kind::ServerParse => true,
+        Kind::Io => {
+            // A failed TLS handshake or a TLS alert (e.g. "certificate required") arrives as
+            // an I/O error carrying the TLS error.
+            let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
+            while let Some(cause) = source {
+                if cause.is::<async_nats::rustls::Error>() {
+                    return true;
+                }
+                if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+                    if io.kind() == std::io::ErrorKind::InvalidData {
+                        return true;
+                    }
+                    if io.get_ref().is_some_and(|inner| inner.is::<async_nats::rustls::Error>()) {
+                        return true;
+                    }
+                }
+                source = cause.source();
+            }
+            false
+        }
+        _ => false,
+    }
 }
 
 /// Triggers the shutdown on the first SIGTERM or SIGINT.
