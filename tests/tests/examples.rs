@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use conveyor_driver_tests::{resource, Conveyor, NatsServer, Payload, Seen, Tap, PATIENCE};
-use serde_json::{json, Value};
+use serde_json::json;
 
 /// `target/<profile>/`, with the example binaries freshly built in it.
 fn binaries() -> &'static Path {
