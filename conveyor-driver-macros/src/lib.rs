@@ -8,7 +8,7 @@ use proc_macro::TokenStream;
 
 /// Turns an `async fn` into a Conveyor CI driver.
 ///
-/// ```ignore
+/// ```no_run
 /// use conveyor_driver::prelude::*;
 ///
 /// #[derive(serde::Deserialize)]

@@ -220,12 +220,14 @@ pub fn run_with<D: Driver>(driver: D, args: Args) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Installs the local output: `RUST_LOG` filter (default `info`) in the chosen format. Does
-/// nothing when a global subscriber is already set.
+/// Installs the local output on standard output: `RUST_LOG` filter (default `info`) in the
+/// chosen format, coloured only on a terminal. Does nothing when a global subscriber is
+/// already set.
 pub fn init_tracing(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi);
     let _ = match format {
         LogFormat::Human => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
@@ -276,10 +278,12 @@ mod tests {
             ("--concurrency", "0"),
             ("--concurrency", "many"),
             ("--ack-wait", "soon"),
-            ("--max-deliver", "-1"),
+            ("--max-deliver=-1", ""),
             ("--log-format", "xml"),
         ] {
-            let err = parse(&[flag, value]).unwrap_err().to_string();
+            let args: Vec<&str> = [flag, value].into_iter().filter(|a| !a.is_empty()).collect();
+            let err = parse(&args).unwrap_err().to_string();
+            let flag = flag.split('=').next().unwrap();
             assert!(err.contains(flag), "{flag} {value}: {err}");
         }
         let err = parse(&["--tls-cert", "c.pem"]).unwrap_err().to_string();

@@ -24,7 +24,23 @@ pub const SUCCESS_MESSAGE: &str = "reconciled";
 ///
 /// Implemented for [`Event`] (the whole event), [`Resource`] (the resource), [`Spec<T>`] (the
 /// resource spec deserialized into `T`), [`RunId`] (the run identifier) and [`Logger`] (the
-/// run's log).
+/// run's log). A driver may implement it for types of its own:
+///
+/// ```
+/// use conveyor_driver::{Event, ExtractError, FromEvent, Logger};
+///
+/// /// The `owner` metadata of the resource.
+/// struct Owner(String);
+///
+/// impl FromEvent for Owner {
+///     fn from_event(event: &Event, _log: &Logger) -> Result<Self, ExtractError> {
+///         match event.resource.metadata.get("owner").and_then(|v| v.as_str()) {
+///             Some(owner) => Ok(Owner(owner.to_owned())),
+///             None => Err(ExtractError::custom("the resource has no `owner` metadata")),
+///         }
+///     }
+/// }
+/// ```
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be a parameter of a `#[driver]` function",
     label = "unsupported parameter type",
@@ -50,6 +66,16 @@ pub enum ExtractError {
         #[source]
         source: SpecError,
     },
+    /// A parameter type of the driver's own could not be built.
+    #[error("{0}")]
+    Custom(String),
+}
+
+impl ExtractError {
+    /// An error of a [`FromEvent`] implementation of the driver's own.
+    pub fn custom(message: impl Into<String>) -> Self {
+        Self::Custom(message.into())
+    }
 }
 
 impl FromEvent for Event {
@@ -407,7 +433,9 @@ mod tests {
     fn spec_of_wrong_shape_or_null_fails_without_panicking() {
         for spec in [json!(null), json!("text"), json!([1, 2]), json!({})] {
             let err = Spec::<BuildSpec>::from_event(&event(spec.clone()), &log()).unwrap_err();
-            let ExtractError::Spec { expected, source } = &err;
+            let ExtractError::Spec { expected, source } = &err else {
+                panic!("not a spec error: {err}");
+            };
             assert_eq!(expected, "BuildSpec");
             assert!(source.field.starts_with("spec"), "{spec}: {err}");
         }

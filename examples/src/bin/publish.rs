@@ -97,7 +97,7 @@ async fn run(args: Args) -> Result<bool, BoxError> {
     tokio::pin!(deadline);
     loop {
         tokio::select! {
-            Some(line) = logs.next() => print_log(&line.payload),
+            Some(line) = logs.next() => print_log(&line),
             Some(result) = results.next() => {
                 let envelope: Value = serde_json::from_slice(&result.payload)?;
                 if envelope["run_id"] != json!(run_id) {
@@ -105,7 +105,7 @@ async fn run(args: Args) -> Result<bool, BoxError> {
                 }
                 // Lines published just before the result may still be on their way.
                 while let Ok(Some(line)) = tokio::time::timeout(Duration::from_millis(200), logs.next()).await {
-                    print_log(&line.payload);
+                    print_log(&line);
                 }
                 println!("result on pipelines.driver.result:\n{}", serde_json::to_string_pretty(&envelope)?);
                 return Ok(envelope["driverresult"]["success"] == json!(true));
@@ -126,14 +126,27 @@ async fn wait_for_consumer(js: &jetstream::Context, driver: &str) {
     }
 }
 
-fn print_log(payload: &[u8]) {
-    match serde_json::from_slice::<Value>(payload) {
+/// Prints a live log line with its labels (the `Conveyor-Label-<key>` headers).
+fn print_log(message: &async_nats::Message) {
+    let labels: Vec<String> = message
+        .headers
+        .iter()
+        .flat_map(|headers| headers.iter())
+        .filter_map(|(key, values)| {
+            let key = key.to_string();
+            let label = key.strip_prefix("Conveyor-Label-")?.to_owned();
+            let value = values.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(",");
+            Some(format!("{label}={value}"))
+        })
+        .collect();
+    let labels = if labels.is_empty() { String::new() } else { format!(" {{{}}}", labels.join(" ")) };
+    match serde_json::from_slice::<Value>(&message.payload) {
         Ok(line) => println!(
-            "log  {} [{}] {}",
+            "log  {} [{}] {}{labels}",
             line["timestamp"].as_str().unwrap_or("?"),
             line["driver"].as_str().unwrap_or("?"),
             line["message"].as_str().unwrap_or("")
         ),
-        Err(_) => println!("log  {}", String::from_utf8_lossy(payload)),
+        Err(_) => println!("log  {}", String::from_utf8_lossy(&message.payload)),
     }
 }

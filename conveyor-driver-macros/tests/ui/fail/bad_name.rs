@@ -1,0 +1,4 @@
+use conveyor_driver::prelude::*;
+
+#[driver(name = "my.builder", resources = ["build"])]
+async fn reconcile(_: Event) {}

@@ -1,0 +1,4 @@
+use conveyor_driver::prelude::*;
+
+#[driver(resources = ["build"])]
+async fn reconcile(_: Event) {}

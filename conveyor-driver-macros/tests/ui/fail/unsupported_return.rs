@@ -1,0 +1,6 @@
+use conveyor_driver::prelude::*;
+
+#[driver(name = "builder", resources = ["build"])]
+async fn reconcile(_: Event) -> u32 {
+    7
+}
