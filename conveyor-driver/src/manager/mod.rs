@@ -166,7 +166,11 @@ async fn connect(config: &Config, driver: &str, shutdown: &mut Shutdown) -> Resu
     let addrs = crate::config::server_addrs("nats_url", url)?;
     let mut delay = Duration::from_millis(250);
     loop {
-        match connect_options(config, driver).connect(addrs.as_slice()).await {
+        let attempt = tokio::select! {
+            _ = shutdown.requested() => return Ok(None),
+            attempt = connect_options(config, driver).connect(addrs.as_slice()) => attempt,
+        };
+        match attempt {
             Ok(client) => return Ok(Some(client)),
             Err(source) if is_rejection(&source) => {
                 return Err(Error::Connect {
@@ -422,6 +426,9 @@ impl<D: Driver> Runner<D> {
     /// Waits for in-flight events up to the shutdown timeout, then hands the rest back.
     async fn finish(mut self, abort: watch::Sender<bool>) {
         let timeout = self.shared.config.shutdown_timeout;
+        while let Some(result) = self.tasks.try_join_next() {
+            report_task(result);
+        }
         if !self.tasks.is_empty() {
             tracing::info!(
                 in_flight = self.tasks.len(),
