@@ -119,9 +119,13 @@ impl ApiServer {
             store: Mutex::default(),
             live: broadcast::channel(64).0,
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1");
         let url = format!("http://{}", listener.local_addr().expect("local addr"));
-        let app = axum::Router::new().fallback(handle).with_state(shared.clone());
+        let app = axum::Router::new()
+            .fallback(handle)
+            .with_state(shared.clone());
         let task = match tls {
             None => tokio::spawn(async move {
                 let _ = axum::serve(listener, app).await;
@@ -131,13 +135,17 @@ impl ApiServer {
                 let chain = CertificateDer::pem_slice_iter(identity.chain_pem.as_bytes())
                     .collect::<Result<Vec<_>, _>>()
                     .expect("server chain");
-                let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(identity.key_pem.as_bytes()).expect("server key");
-                let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                    .with_safe_default_protocol_versions()
-                    .expect("TLS versions")
-                    .with_no_client_auth()
-                    .with_single_cert(chain, key)
-                    .expect("server certificate");
+                let key =
+                    rustls_pki_types::PrivateKeyDer::from_pem_slice(identity.key_pem.as_bytes())
+                        .expect("server key");
+                let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+                    rustls::crypto::ring::default_provider(),
+                ))
+                .with_safe_default_protocol_versions()
+                .expect("TLS versions")
+                .with_no_client_auth()
+                .with_single_cert(chain, key)
+                .expect("server certificate");
                 let listener = TlsListener {
                     tcp: listener,
                     acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
@@ -201,7 +209,9 @@ impl axum::serve::Listener for TlsListener {
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 continue;
             };
-            if let Ok(Ok(tls)) = tokio::time::timeout(Duration::from_secs(10), self.acceptor.accept(stream)).await {
+            if let Ok(Ok(tls)) =
+                tokio::time::timeout(Duration::from_secs(10), self.acceptor.accept(stream)).await
+            {
                 return (tls, addr);
             }
         }
@@ -217,10 +227,19 @@ fn error(status: StatusCode, message: &str) -> Response {
 }
 
 fn now_secs() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
-async fn handle(State(shared): State<Arc<Shared>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn handle(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let token = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -246,7 +265,12 @@ async fn handle(State(shared): State<Arc<Shared>>, method: Method, uri: Uri, hea
     if let Some(scripted) = scripted {
         tokio::time::sleep(scripted.delay).await;
         let status = StatusCode::from_u16(scripted.status).expect("valid status");
-        return (status, [("content-type", "application/json")], scripted.body).into_response();
+        return (
+            status,
+            [("content-type", "application/json")],
+            scripted.body,
+        )
+            .into_response();
     }
     let segments: Vec<String> = uri
         .path()
@@ -277,10 +301,17 @@ fn percent_decode(s: &str) -> String {
 }
 
 fn json_body(body: &[u8]) -> Result<Value, Response> {
-    serde_json::from_slice(body).map_err(|_| error(StatusCode::BAD_REQUEST, "Invalid request payload"))
+    serde_json::from_slice(body)
+        .map_err(|_| error(StatusCode::BAD_REQUEST, "Invalid request payload"))
 }
 
-fn route(shared: &Shared, method: &Method, path: &[&str], query: Option<&str>, body: &[u8]) -> Response {
+fn route(
+    shared: &Shared,
+    method: &Method,
+    path: &[&str],
+    query: Option<&str>,
+    body: &[u8],
+) -> Response {
     let mut store = shared.store.lock().unwrap();
     let result = match (method.as_str(), path) {
         ("GET", ["health"]) => Ok((StatusCode::OK, json!({"status": "healthy"}))),
@@ -454,19 +485,30 @@ const P384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.34");
 /// Verifies a proof-of-possession token as the Conveyor server does; `now` in Unix seconds.
 pub fn verify_token(token: &str, ca_der: &[u8], now: i64) -> Result<(), String> {
     let header = jsonwebtoken::decode_header(token).map_err(|e| format!("malformed token: {e}"))?;
-    let x5c = header.x5c.as_ref().filter(|c| !c.is_empty()).ok_or("token has no x5c chain")?;
+    let x5c = header
+        .x5c
+        .as_ref()
+        .filter(|c| !c.is_empty())
+        .ok_or("token has no x5c chain")?;
     let chain: Vec<Vec<u8>> = x5c
         .iter()
-        .map(|c| STANDARD.decode(c).map_err(|e| format!("x5c is not standard base64: {e}")))
+        .map(|c| {
+            STANDARD
+                .decode(c)
+                .map_err(|e| format!("x5c is not standard base64: {e}"))
+        })
         .collect::<Result<_, _>>()?;
 
     // 1. The chain leads to the CA.
     let ca = CertificateDer::from(ca_der.to_vec());
     let anchor = webpki::anchor_from_trusted_cert(&ca).map_err(|e| format!("bad CA: {e}"))?;
     let leaf = CertificateDer::from(chain[0].clone());
-    let intermediates: Vec<CertificateDer<'static>> =
-        chain[1..].iter().map(|c| CertificateDer::from(c.clone())).collect();
-    let end_entity = webpki::EndEntityCert::try_from(&leaf).map_err(|e| format!("bad leaf certificate: {e}"))?;
+    let intermediates: Vec<CertificateDer<'static>> = chain[1..]
+        .iter()
+        .map(|c| CertificateDer::from(c.clone()))
+        .collect();
+    let end_entity =
+        webpki::EndEntityCert::try_from(&leaf).map_err(|e| format!("bad leaf certificate: {e}"))?;
     end_entity
         .verify_for_usage(
             webpki::ALL_VERIFICATION_ALGS,
@@ -486,7 +528,11 @@ pub fn verify_token(token: &str, ca_der: &[u8], now: i64) -> Result<(), String> 
     let (algorithm, key) = if spki.algorithm.oid == RSA_ENCRYPTION {
         (Algorithm::RS256, DecodingKey::from_rsa_der(public))
     } else {
-        let curve: Option<ObjectIdentifier> = spki.algorithm.parameters.as_ref().and_then(|p| p.decode_as().ok());
+        let curve: Option<ObjectIdentifier> = spki
+            .algorithm
+            .parameters
+            .as_ref()
+            .and_then(|p| p.decode_as().ok());
         match curve {
             Some(c) if c == P256 => (Algorithm::ES256, DecodingKey::from_ec_der(public)),
             Some(c) if c == P384 => (Algorithm::ES384, DecodingKey::from_ec_der(public)),
@@ -494,12 +540,16 @@ pub fn verify_token(token: &str, ca_der: &[u8], now: i64) -> Result<(), String> 
         }
     };
     if header.alg != algorithm {
-        return Err(format!("alg {:?} does not fit the leaf key ({algorithm:?})", header.alg));
+        return Err(format!(
+            "alg {:?} does not fit the leaf key ({algorithm:?})",
+            header.alg
+        ));
     }
     let mut validation = Validation::new(algorithm);
     validation.validate_exp = false; // checked below against the server's clock
     validation.set_required_spec_claims(&["exp", "iat"]);
-    let data = jsonwebtoken::decode::<Value>(token, &key, &validation).map_err(|e| format!("invalid signature: {e}"))?;
+    let data = jsonwebtoken::decode::<Value>(token, &key, &validation)
+        .map_err(|e| format!("invalid signature: {e}"))?;
     let claims = data.claims;
 
     // 3. The thumbprint binds the token to the leaf.

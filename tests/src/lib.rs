@@ -70,10 +70,13 @@ impl NatsServer {
         std::fs::create_dir_all(&dir).expect("tls dir");
         let ca = pki::Ca::new("NATS test CA");
         let (server_cert, server_key) = ca.server().write(&dir, "server");
-        let (client_cert, client_key) = ca.client("driver", pki::KeyKind::P256).write(&dir, "client");
+        let (client_cert, client_key) = ca
+            .client("driver", pki::KeyKind::P256)
+            .write(&dir, "client");
         let ca_path = ca.write(&dir, "ca");
         let config = dir.join("nats.conf");
-        let quote = |p: &std::path::Path| serde_json::to_string(&p.display().to_string()).expect("path");
+        let quote =
+            |p: &std::path::Path| serde_json::to_string(&p.display().to_string()).expect("path");
         std::fs::write(
             &config,
             format!(

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-    SanType,
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
 };
 
 /// The throwaway RSA test key, PKCS#8.
@@ -97,7 +97,11 @@ fn ca_params(name: &str) -> CertificateParams {
     let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
     params.distinguished_name.push(DnType::CommonName, name);
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     params
 }
 
@@ -161,17 +165,31 @@ impl Ca {
     pub fn server(&self) -> Identity {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("server key");
         let mut params = CertificateParams::new(vec!["localhost".to_owned()]).expect("params");
-        params.subject_alt_names.push(SanType::IpAddress([127, 0, 0, 1].into()));
-        params.distinguished_name.push(DnType::CommonName, "localhost");
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        params
+            .subject_alt_names
+            .push(SanType::IpAddress([127, 0, 0, 1].into()));
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "localhost");
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         self.issue(params, key)
     }
 
     fn issue(&self, params: CertificateParams, key: KeyPair) -> Identity {
-        let cert = params.signed_by(&key, &self.issuer).expect("issue certificate");
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .expect("issue certificate");
         Identity {
-            chain_pem: format!("{}{}{}", cert.pem(), self.cert_pem_if_intermediate(), self.chain_above),
+            chain_pem: format!(
+                "{}{}{}",
+                cert.pem(),
+                self.cert_pem_if_intermediate(),
+                self.chain_above
+            ),
             key_pem: key.serialize_pem(),
             leaf_der: cert.der().to_vec(),
         }

@@ -23,14 +23,29 @@ pub fn binaries() -> &'static Path {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
         let mut build = Command::new(cargo);
         build
-            .args(["build", "--quiet", "-p", "conveyor-driver-examples", "--bins", "--target-dir"])
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "conveyor-driver-examples",
+                "--bins",
+                "--target-dir",
+            ])
             .arg(&target_dir)
             .current_dir(env!("CARGO_MANIFEST_DIR"));
-        if profile_dir.file_name().is_some_and(|name| name == "release") {
+        if profile_dir
+            .file_name()
+            .is_some_and(|name| name == "release")
+        {
             build.arg("--release");
         }
-        let status = build.status().expect("running cargo build for the examples");
-        assert!(status.success(), "building the example binaries failed: {status}");
+        let status = build
+            .status()
+            .expect("running cargo build for the examples");
+        assert!(
+            status.success(),
+            "building the example binaries failed: {status}"
+        );
         profile_dir
     })
 }
@@ -45,7 +60,14 @@ pub struct DriverProcess {
 impl DriverProcess {
     /// Starts example `name` against `server` with `concurrency`.
     pub fn start(name: &'static str, server: &NatsServer, concurrency: usize) -> Self {
-        Self::start_with(name, &[("CONVEYOR_NATS_URL", &server.url()), ("CONVEYOR_CONCURRENCY", &concurrency.to_string())], &[])
+        Self::start_with(
+            name,
+            &[
+                ("CONVEYOR_NATS_URL", &server.url()),
+                ("CONVEYOR_CONCURRENCY", &concurrency.to_string()),
+            ],
+            &[],
+        )
     }
 
     /// Starts example `name` with exactly these `CONVEYOR_*` variables and arguments.
@@ -72,8 +94,14 @@ impl DriverProcess {
             .unwrap_or_else(|err| panic!("cannot start {}: {err}", path.display()));
         let output = Arc::new(Mutex::new(String::new()));
         for pipe in [
-            child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>),
-            child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>),
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
         ]
         .into_iter()
         .flatten()
@@ -87,7 +115,11 @@ impl DriverProcess {
                 }
             });
         }
-        Self { name, child, output }
+        Self {
+            name,
+            child,
+            output,
+        }
     }
 
     /// Everything it printed so far (stdout and stderr).
@@ -131,7 +163,12 @@ impl DriverProcess {
                 std::thread::sleep(Duration::from_millis(100));
                 return status;
             }
-            assert!(Instant::now() < deadline, "{} did not exit; output:\n{}", self.name, self.output());
+            assert!(
+                Instant::now() < deadline,
+                "{} did not exit; output:\n{}",
+                self.name,
+                self.output()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -139,7 +176,11 @@ impl DriverProcess {
     /// Panics, with its output, if the process has exited.
     pub fn assert_running(&mut self) {
         if let Some(status) = self.child.try_wait().expect("try_wait") {
-            panic!("{} exited with {status}; output:\n{}", self.name, self.output());
+            panic!(
+                "{} exited with {status}; output:\n{}",
+                self.name,
+                self.output()
+            );
         }
     }
 }
@@ -153,4 +194,3 @@ impl Drop for DriverProcess {
         }
     }
 }
-

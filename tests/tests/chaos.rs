@@ -26,9 +26,18 @@ fn event(i: usize) -> (Vec<u8>, Option<String>, Expect) {
     let (spec, expect) = match i % 20 {
         0..=11 => (json!({"i": i}), None),
         12..=14 => (json!({"i": i, "sleep_ms": 100 + (i % 5) * 100}), None),
-        15 | 16 => (json!({"fail": true}), Some(Expect::Failure("asked to fail"))),
+        15 | 16 => (
+            json!({"fail": true}),
+            Some(Expect::Failure("asked to fail")),
+        ),
         17 => (json!({"panic": true}), Some(Expect::Failure("panicked"))),
-        18 => return (b"{\"event\": \"create\", not json".to_vec(), None, Expect::Poison),
+        18 => {
+            return (
+                b"{\"event\": \"create\", not json".to_vec(),
+                None,
+                Expect::Poison,
+            )
+        }
         _ => {
             let body = json!({"event": "create", "payload": {"no": "resource"}, "id": "x", "run_id": run_id});
             return (body.to_string().into_bytes(), None, Expect::Poison);
@@ -54,7 +63,11 @@ async fn publish_mix(conveyor: &Conveyor, count: usize) -> (HashMap<String, Expe
             }
             None => poison += 1,
         }
-        let ack = conveyor.js.publish("resources.echo-resource", body.into()).await.expect("publish");
+        let ack = conveyor
+            .js
+            .publish("resources.echo-resource", body.into())
+            .await
+            .expect("publish");
         acks.push(ack);
         if acks.len() == 256 || i + 1 == count {
             for ack in acks.drain(..) {
@@ -74,7 +87,11 @@ struct Results {
 
 impl Results {
     async fn new(conveyor: &Conveyor) -> Self {
-        let stream = conveyor.js.get_stream("pipeline-engine").await.expect("pipeline-engine");
+        let stream = conveyor
+            .js
+            .get_stream("pipeline-engine")
+            .await
+            .expect("pipeline-engine");
         let consumer = stream
             .create_consumer(async_nats::jetstream::consumer::pull::Config {
                 durable_name: Some("test-results".into()),
@@ -83,18 +100,30 @@ impl Results {
             })
             .await
             .expect("results consumer");
-        Self { consumer, by_run: HashMap::new() }
+        Self {
+            consumer,
+            by_run: HashMap::new(),
+        }
     }
 
     /// Takes every result stored since the last call.
     async fn poll(&mut self) -> &HashMap<String, Vec<Value>> {
         loop {
-            let mut batch = self.consumer.fetch().max_messages(1000).messages().await.expect("fetch");
+            let mut batch = self
+                .consumer
+                .fetch()
+                .max_messages(1000)
+                .messages()
+                .await
+                .expect("fetch");
             let mut taken = 0;
             while let Some(Ok(message)) = futures_util::StreamExt::next(&mut batch).await {
                 let body: Value = serde_json::from_slice(&message.payload).expect("result JSON");
                 let run_id = body["run_id"].as_str().unwrap_or_default().to_owned();
-                self.by_run.entry(run_id).or_default().push(body["driverresult"].clone());
+                self.by_run
+                    .entry(run_id)
+                    .or_default()
+                    .push(body["driverresult"].clone());
                 message.ack().await.expect("ack");
                 taken += 1;
             }
@@ -106,13 +135,18 @@ impl Results {
 }
 
 fn missing(expected: &HashMap<String, Expect>, by_run: &HashMap<String, Vec<Value>>) -> usize {
-    expected.keys().filter(|run| !by_run.contains_key(*run)).count()
+    expected
+        .keys()
+        .filter(|run| !by_run.contains_key(*run))
+        .count()
 }
 
 /// Checks every result against what its event asked for.
 fn assert_outcomes(expected: &HashMap<String, Expect>, by_run: &HashMap<String, Vec<Value>>) {
     for (run_id, results) in by_run {
-        let expect = expected.get(run_id).unwrap_or_else(|| panic!("a result for unknown run {run_id}"));
+        let expect = expected
+            .get(run_id)
+            .unwrap_or_else(|| panic!("a result for unknown run {run_id}"));
         for result in results {
             match expect {
                 Expect::Success(spec) => {
@@ -121,7 +155,13 @@ fn assert_outcomes(expected: &HashMap<String, Expect>, by_run: &HashMap<String, 
                 }
                 Expect::Failure(text) => {
                     assert_eq!(result["success"], false, "{run_id}: {result}");
-                    assert!(result["message"].as_str().unwrap_or_default().contains(text), "{run_id}: {result}");
+                    assert!(
+                        result["message"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .contains(text),
+                        "{run_id}: {result}"
+                    );
                 }
                 Expect::Poison => panic!("a poison message got a result: {result}"),
             }
@@ -130,7 +170,10 @@ fn assert_outcomes(expected: &HashMap<String, Expect>, by_run: &HashMap<String, 
 }
 
 fn env_count(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// A small deterministic generator, so that a failing run can be repeated with its seed.
@@ -138,7 +181,10 @@ struct Lcg(u64);
 
 impl Lcg {
     fn below(&mut self, n: u64) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (self.0 >> 33) % n
     }
 }
@@ -180,7 +226,11 @@ async fn chaos_instances_killed_at_random_lose_nothing() {
         if left == 0 {
             break results.by_run.clone();
         }
-        assert!(Instant::now() < deadline, "{left} of {} events without a result (seed {seed})", expected.len());
+        assert!(
+            Instant::now() < deadline,
+            "{left} of {} events without a result (seed {seed})",
+            expected.len()
+        );
         // Kill at random while at least a tenth of the work is left; then let them finish.
         if left * 10 > expected.len() {
             let victim = random.below(3) as usize;
@@ -194,7 +244,10 @@ async fn chaos_instances_killed_at_random_lose_nothing() {
     let duplicates: usize = by_run.values().map(|r| r.len() - 1).sum();
     // A duplicate needs an event that was in flight in a killed instance (result published,
     // ack lost with the process); each instance has at most CONCURRENCY in flight.
-    assert!(duplicates <= kills * CONCURRENCY, "{duplicates} duplicates for {kills} kills");
+    assert!(
+        duplicates <= kills * CONCURRENCY,
+        "{duplicates} duplicates for {kills} kills"
+    );
     // Poison messages were terminated, not left to be redelivered forever.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let info = conveyor.consumer("echo").await;
@@ -250,7 +303,10 @@ async fn soak_memory_stays_flat_and_only_expected_warnings_appear() {
         started.elapsed().as_secs_f64()
     );
     // Flat: the end of the run holds no more than a little over the warmed-up baseline.
-    assert!(end <= baseline + baseline / 4 + 2048, "RSS grew: {samples:?}");
+    assert!(
+        end <= baseline + baseline / 4 + 2048,
+        "RSS grew: {samples:?}"
+    );
 
     driver.sigterm();
     assert!(driver.wait(PATIENCE).success());
@@ -258,9 +314,13 @@ async fn soak_memory_stays_flat_and_only_expected_warnings_appear() {
         .output()
         .lines()
         .filter(|line| line.contains("WARN") || line.contains("ERROR"))
-        .filter(|line| !line.contains("poison message terminated") && !line.contains("reconcile panicked"))
+        .filter(|line| {
+            !line.contains("poison message terminated") && !line.contains("reconcile panicked")
+        })
         .map(str::to_owned)
         .collect();
-    assert!(unexpected.is_empty(), "unexpected warnings: {unexpected:#?}");
+    assert!(
+        unexpected.is_empty(),
+        "unexpected warnings: {unexpected:#?}"
+    );
 }
-

@@ -579,3 +579,57 @@ async fn results_that_cannot_be_published_are_naked_until_the_stream_is_back() {
     );
     running.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn results_wait_while_the_result_stream_is_full() {
+    let server = NatsServer::start();
+    let (conveyor, _tap) = start(&server).await;
+    // A full pipeline-engine that rejects new messages.
+    let mut config = conveyor
+        .js
+        .get_stream("pipeline-engine")
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .config
+        .clone();
+    config.max_messages = 1;
+    config.discard = async_nats::jetstream::stream::DiscardPolicy::New;
+    conveyor.js.update_stream(&config).await.unwrap();
+    conveyor
+        .publish_raw("pipelines.other", b"{}".to_vec())
+        .await;
+
+    let driver = TestDriver::new("builder", &["build"]);
+    let config_driver = test_config(&server)
+        .max_deliver(100)
+        .retry_backoff(Duration::from_millis(100), Duration::from_millis(500));
+    let running = run(driver.clone(), config_driver);
+    conveyor.wait_for_consumer("builder").await;
+    let run_id = conveyor.create("build", "a", json!({})).await;
+    let mut tap = conveyor.tap().await;
+    tap.until("a redelivery", |_| driver.calls_for(&run_id).len() >= 2)
+        .await;
+    assert_eq!(
+        conveyor.consumer("builder").await.num_ack_pending,
+        1,
+        "not acked without its result"
+    );
+
+    config.max_messages = -1;
+    conveyor.js.update_stream(&config).await.unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let results = stored(&conveyor.js, "pipeline-engine", "pipelines.driver.result").await;
+        if let Some(result) = results.first() {
+            assert_eq!(result.body["run_id"], run_id.as_str());
+            break;
+        }
+        assert!(Instant::now() < deadline, "the result never got stored");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    running.stop().await.unwrap();
+    assert_eq!(conveyor.consumer("builder").await.num_ack_pending, 0);
+}

@@ -41,7 +41,9 @@ async fn echo_succeeds_with_the_spec_as_data_and_logs_the_resource() {
     let (_server, conveyor, mut driver, mut tap) = echo_setup(2).await;
     let spec = json!({"greeting": "hi", "items": [1, 2, {"deep": true}]});
     let res = resource("echo-resource", "alpha-resource", spec.clone());
-    let run_id = conveyor.publish("resources.echo-resource", "create", &res, Payload::String).await;
+    let run_id = conveyor
+        .publish("resources.echo-resource", "create", &res, Payload::String)
+        .await;
     let envelope = tap.result(&run_id).await;
 
     assert_eq!(envelope["event"], "driver.result");
@@ -53,7 +55,9 @@ async fn echo_succeeds_with_the_spec_as_data_and_logs_the_resource() {
 
     let lines = log_lines(&tap, &run_id);
     assert!(
-        messages(&lines).iter().any(|m| m.contains("alpha-resource")),
+        messages(&lines)
+            .iter()
+            .any(|m| m.contains("alpha-resource")),
         "no log line names the resource: {:?}",
         messages(&lines)
     );
@@ -64,7 +68,14 @@ async fn echo_succeeds_with_the_spec_as_data_and_logs_the_resource() {
 
     // Events addressed to this driver only, with the payload as an object, work too.
     let res = resource("echo-resource", "beta", json!({"n": 2}));
-    let run_id = conveyor.publish("drivers.echo.resources.echo-resource", "update", &res, Payload::Object).await;
+    let run_id = conveyor
+        .publish(
+            "drivers.echo.resources.echo-resource",
+            "update",
+            &res,
+            Payload::Object,
+        )
+        .await;
     let envelope = tap.result(&run_id).await;
     assert_eq!(envelope["driverresult"]["data"], json!({"n": 2}));
     driver.assert_running();
@@ -75,21 +86,46 @@ async fn echo_failures_and_panics_become_failed_results() {
     let (_server, conveyor, mut driver, mut tap) = echo_setup(2).await;
 
     let failing = resource("echo-resource", "failing", json!({"fail": true}));
-    let run_id = conveyor.publish("resources.echo-resource", "create", &failing, Payload::String).await;
+    let run_id = conveyor
+        .publish(
+            "resources.echo-resource",
+            "create",
+            &failing,
+            Payload::String,
+        )
+        .await;
     let result = tap.result(&run_id).await["driverresult"].clone();
     assert_eq!(result["success"], false);
-    assert!(result["message"].as_str().unwrap().contains("asked to fail"), "{result}");
+    assert!(
+        result["message"]
+            .as_str()
+            .unwrap()
+            .contains("asked to fail"),
+        "{result}"
+    );
 
     let panicking = resource("echo-resource", "panicking", json!({"panic": true}));
-    let run_id = conveyor.publish("resources.echo-resource", "create", &panicking, Payload::String).await;
+    let run_id = conveyor
+        .publish(
+            "resources.echo-resource",
+            "create",
+            &panicking,
+            Payload::String,
+        )
+        .await;
     let result = tap.result(&run_id).await["driverresult"].clone();
     assert_eq!(result["success"], false);
-    assert!(result["message"].as_str().unwrap().contains("panic"), "{result}");
+    assert!(
+        result["message"].as_str().unwrap().contains("panic"),
+        "{result}"
+    );
 
     // The process survived the panic and keeps working.
     driver.assert_running();
     let fine = resource("echo-resource", "fine", json!({"ok": 1}));
-    let run_id = conveyor.publish("resources.echo-resource", "create", &fine, Payload::String).await;
+    let run_id = conveyor
+        .publish("resources.echo-resource", "create", &fine, Payload::String)
+        .await;
     assert_eq!(tap.result(&run_id).await["driverresult"]["success"], true);
 }
 
@@ -99,15 +135,24 @@ async fn echo_reconciles_concurrently_up_to_the_configured_limit() {
     let mut runs = Vec::new();
     for name in ["c1", "c2", "c3"] {
         let res = resource("echo-resource", name, json!({"sleep_ms": 3000}));
-        runs.push(conveyor.publish("resources.echo-resource", "create", &res, Payload::String).await);
+        runs.push(
+            conveyor
+                .publish("resources.echo-resource", "create", &res, Payload::String)
+                .await,
+        );
     }
     // All three are sleeping at once: each logged its sleep before any result came back.
     tap.until("all three runs sleeping", |seen| {
         let sleeping = runs
             .iter()
             .filter(|run| {
-                seen.iter()
-                    .any(|s| s.subject == format!("logs.{run}") && s.body["message"].as_str().unwrap_or("").contains("sleeping"))
+                seen.iter().any(|s| {
+                    s.subject == format!("logs.{run}")
+                        && s.body["message"]
+                            .as_str()
+                            .unwrap_or("")
+                            .contains("sleeping")
+                })
             })
             .count();
         sleeping == 3 || seen.iter().any(Seen::is_result)
@@ -125,10 +170,22 @@ async fn echo_reconciles_concurrently_up_to_the_configured_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn echo_exits_zero_after_sigterm_once_in_flight_events_are_done() {
     let (_server, conveyor, mut driver, mut tap) = echo_setup(2).await;
-    let res = resource("echo-resource", "slow", json!({"sleep_ms": 2000, "marker": "x"}));
-    let run_id = conveyor.publish("resources.echo-resource", "create", &res, Payload::String).await;
+    let res = resource(
+        "echo-resource",
+        "slow",
+        json!({"sleep_ms": 2000, "marker": "x"}),
+    );
+    let run_id = conveyor
+        .publish("resources.echo-resource", "create", &res, Payload::String)
+        .await;
     tap.until("the slow run to start", |seen| {
-        seen.iter().any(|s| s.subject == format!("logs.{run_id}") && s.body["message"].as_str().unwrap_or("").contains("sleeping"))
+        seen.iter().any(|s| {
+            s.subject == format!("logs.{run_id}")
+                && s.body["message"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("sleeping")
+        })
     })
     .await;
     driver.sigterm();
@@ -136,7 +193,11 @@ async fn echo_exits_zero_after_sigterm_once_in_flight_events_are_done() {
     assert_eq!(envelope["driverresult"]["success"], true);
     assert_eq!(envelope["driverresult"]["data"]["marker"], "x");
     let status = driver.wait(PATIENCE);
-    assert!(status.success(), "exit status {status}; output:\n{}", driver.output());
+    assert!(
+        status.success(),
+        "exit status {status}; output:\n{}",
+        driver.output()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -147,7 +208,9 @@ async fn hello_greets() {
     conveyor.wait_for_consumer("hello").await;
     let mut tap = conveyor.tap().await;
     let res = resource("greeting", "world", json!({}));
-    let run_id = conveyor.publish("resources.greeting", "create", &res, Payload::String).await;
+    let run_id = conveyor
+        .publish("resources.greeting", "create", &res, Payload::String)
+        .await;
     let result = tap.result(&run_id).await["driverresult"].clone();
     assert_eq!(result["success"], true);
     assert_eq!(result["message"], "greeted world");
@@ -169,16 +232,29 @@ async fn shell_streams_output_and_reports_the_exit_code() {
         "failing-script",
         json!({"script": script, "env": {"GREETING": "hello"}, "workdir": workdir.path()}),
     );
-    let run_id = conveyor.publish("resources.script", "create", &res, Payload::String).await;
+    let run_id = conveyor
+        .publish("resources.script", "create", &res, Payload::String)
+        .await;
     let result = tap.result(&run_id).await["driverresult"].clone();
     assert_eq!(result["success"], false, "{result}");
     assert_eq!(result["data"]["exit_code"], 3);
-    assert!(result["message"].as_str().unwrap().contains("code 3"), "{result}");
+    assert!(
+        result["message"].as_str().unwrap().contains("code 3"),
+        "{result}"
+    );
     let lines = log_lines(&tap, &run_id);
     let text = messages(&lines);
-    let workdir_path = workdir.path().canonicalize().unwrap().to_string_lossy().into_owned();
+    let workdir_path = workdir
+        .path()
+        .canonicalize()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
     for expected in ["first hello", "last", workdir_path.as_str()] {
-        assert!(text.iter().any(|m| m == expected), "missing stdout line {expected:?}: {text:?}");
+        assert!(
+            text.iter().any(|m| m == expected),
+            "missing stdout line {expected:?}: {text:?}"
+        );
     }
     let first = text.iter().position(|m| m == "first hello").unwrap();
     let last = text.iter().position(|m| m == "last").unwrap();
@@ -187,20 +263,33 @@ async fn shell_streams_output_and_reports_the_exit_code() {
         .iter()
         .find(|s| s.body["message"] == "to stderr")
         .unwrap_or_else(|| panic!("no stderr line: {text:?}"));
-    assert_eq!(stderr_line.headers.get("Conveyor-Label-stream").map(String::as_str), Some("stderr"));
+    assert_eq!(
+        stderr_line
+            .headers
+            .get("Conveyor-Label-stream")
+            .map(String::as_str),
+        Some("stderr")
+    );
 
     let res = resource("script", "good-script", json!({"script": "echo ok"}));
-    let run_id = conveyor.publish("resources.script", "create", &res, Payload::String).await;
+    let run_id = conveyor
+        .publish("resources.script", "create", &res, Payload::String)
+        .await;
     let result = tap.result(&run_id).await["driverresult"].clone();
     assert_eq!(result["success"], true, "{result}");
     assert_eq!(result["data"]["exit_code"], 0);
 
     let res = resource("script", "bad-spec", json!({"script": 7}));
-    let run_id = conveyor.publish("resources.script", "create", &res, Payload::String).await;
+    let run_id = conveyor
+        .publish("resources.script", "create", &res, Payload::String)
+        .await;
     let result = tap.result(&run_id).await["driverresult"].clone();
     assert_eq!(result["success"], false);
     let message = result["message"].as_str().unwrap();
-    assert!(message.contains("ShellSpec") && message.contains("spec.script"), "{message}");
+    assert!(
+        message.contains("ShellSpec") && message.contains("spec.script"),
+        "{message}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -212,15 +301,25 @@ async fn shell_kills_a_script_that_times_out() {
     let mut tap = conveyor.tap().await;
     let marker = format!("conveyor-timeout-{}", std::process::id());
     let script = format!("echo started; sh -c 'sleep 600; : {marker}' & sleep 600");
-    let res = resource("script", "slow-script", json!({"script": script, "timeout_secs": 1}));
-    let run_id = conveyor.publish("resources.script", "create", &res, Payload::String).await;
+    let res = resource(
+        "script",
+        "slow-script",
+        json!({"script": script, "timeout_secs": 1}),
+    );
+    let run_id = conveyor
+        .publish("resources.script", "create", &res, Payload::String)
+        .await;
     let result = tap.result(&run_id).await["driverresult"].clone();
     assert_eq!(result["success"], false, "{result}");
     assert_eq!(result["data"]["timed_out"], true);
     assert!(messages(&log_lines(&tap, &run_id)).contains(&"started".to_owned()));
     let left = Command::new("pgrep").args(["-f", &marker]).output();
     if let Ok(left) = left {
-        assert!(left.stdout.is_empty(), "script processes left running: {}", String::from_utf8_lossy(&left.stdout));
+        assert!(
+            left.stdout.is_empty(),
+            "script processes left running: {}",
+            String::from_utf8_lossy(&left.stdout)
+        );
     }
 }
 
@@ -229,12 +328,20 @@ fn bad_flags_are_reported_with_the_flag_name() {
     let mut driver = DriverProcess::start_with("echo", &[], &["--concurrency", "0"]);
     let status = driver.wait(PATIENCE);
     assert_eq!(status.code(), Some(2), "{}", driver.output());
-    assert!(driver.output().contains("--concurrency"), "{}", driver.output());
+    assert!(
+        driver.output().contains("--concurrency"),
+        "{}",
+        driver.output()
+    );
 
     let mut driver = DriverProcess::start_with("echo", &[("CONVEYOR_MAX_DELIVER", "lots")], &[]);
     let status = driver.wait(PATIENCE);
     assert!(!status.success());
-    assert!(driver.output().contains("--max-deliver"), "{}", driver.output());
+    assert!(
+        driver.output().contains("--max-deliver"),
+        "{}",
+        driver.output()
+    );
 
     let mut driver = DriverProcess::start_with("echo", &[], &["--version"]);
     assert!(driver.wait(PATIENCE).success());

@@ -12,13 +12,20 @@ async fn a_driver_with_the_client_certificate_processes_an_event() {
     let tls = server.tls().expect("TLS server").clone();
     let conveyor = Conveyor::new(&server).await;
     let mut tap = conveyor.tap().await;
-    let config = test_config(&server).tls(&tls.client_cert, &tls.client_key).tls_ca(&tls.ca);
+    let config = test_config(&server)
+        .tls(&tls.client_cert, &tls.client_key)
+        .tls_ca(&tls.ca);
     let driver = TestDriver::new("secure", &["build"]);
     let running = run(driver.clone(), config);
     conveyor.wait_for_consumer("secure").await;
 
     let run_id = conveyor
-        .publish("resources.build", "create", &resource("build", "app", json!({"x": 1})), Payload::String)
+        .publish(
+            "resources.build",
+            "create",
+            &resource("build", "app", json!({"x": 1})),
+            Payload::String,
+        )
         .await;
     let result = tap.result(&run_id).await;
     assert_eq!(result["driverresult"]["success"], true, "{result}");
@@ -33,7 +40,10 @@ async fn start_error(config: conveyor_driver::Config) -> String {
         .expect("the driver must fail, not hang")
         .expect("no panic");
     let err = outcome.expect_err("a rejected driver must not start");
-    assert!(matches!(err, conveyor_driver::Error::Connect { .. }), "{err:?}");
+    assert!(
+        matches!(err, conveyor_driver::Error::Connect { .. }),
+        "{err:?}"
+    );
     eprintln!("start-up error: {err}");
     err.to_string()
 }
@@ -55,7 +65,9 @@ async fn a_driver_with_a_certificate_of_another_ca_fails_clearly() {
     let server = NatsServer::start_tls();
     let tls = server.tls().expect("TLS server").clone();
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = Ca::new("Other CA").client("intruder", KeyKind::P256).write(dir.path(), "intruder");
+    let (cert, key) = Ca::new("Other CA")
+        .client("intruder", KeyKind::P256)
+        .write(dir.path(), "intruder");
     let message = start_error(test_config(&server).tls(&cert, &key).tls_ca(&tls.ca)).await;
     assert!(message.contains(&server.url()), "{message}");
 }
@@ -67,6 +79,11 @@ async fn a_driver_that_does_not_trust_the_server_fails_clearly() {
     let tls = server.tls().expect("TLS server").clone();
     let dir = tempfile::tempdir().unwrap();
     let other_ca = Ca::new("Other CA").write(dir.path(), "other-ca");
-    let message = start_error(test_config(&server).tls(&tls.client_cert, &tls.client_key).tls_ca(other_ca)).await;
+    let message = start_error(
+        test_config(&server)
+            .tls(&tls.client_cert, &tls.client_key)
+            .tls_ca(other_ca),
+    )
+    .await;
     assert!(message.to_lowercase().contains("certificate"), "{message}");
 }

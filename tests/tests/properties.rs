@@ -36,7 +36,10 @@ fn resource() -> impl Strategy<Value = Resource> {
             name,
             resource: kind,
             pipeline,
-            metadata: metadata.into_iter().map(|(k, v)| (k, Value::from(v))).collect::<Map<_, _>>(),
+            metadata: metadata
+                .into_iter()
+                .map(|(k, v)| (k, Value::from(v)))
+                .collect::<Map<_, _>>(),
             spec,
         })
 }
