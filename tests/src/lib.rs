@@ -708,6 +708,7 @@ pub async fn stored(js: &jetstream::Context, stream: &str, subject: &str) -> Vec
 
 pub mod api_server;
 pub mod pki;
+pub mod process;
 
 pub use driver::{Call, TestDriver};
 
