@@ -434,13 +434,7 @@ pub(crate) async fn reconcile_received<D: Driver>(
         raw_resource,
     } = received;
     let run_id = message.run_id.clone();
-    let event = Event {
-        name: message.event,
-        message_id: message.id,
-        run_id: message.run_id,
-        resource: message.payload,
-        attempt,
-    };
+    let event = process::event(message, attempt);
     let work = process::reconcile(driver, config, event, &logger).instrument(span);
     let (outcome, counted) = match dispatch {
         Some(dispatch) => {

@@ -54,6 +54,17 @@ pub(crate) enum Outcome {
     },
 }
 
+/// The event handed to `reconcile` for `message` on delivery `attempt`.
+pub(crate) fn event(message: DriverMessage, attempt: u64) -> Event {
+    Event {
+        name: message.event,
+        message_id: message.id,
+        run_id: message.run_id,
+        resource: message.payload,
+        attempt,
+    }
+}
+
 /// Who a run's log lines belong to, from the message being handled.
 pub(crate) fn run_context(driver: &str, message: &DriverMessage) -> RunContext {
     RunContext {
@@ -148,13 +159,7 @@ async fn handle<D: Driver>(
         raw_resource,
     } = received;
     let run_id = message.run_id.clone();
-    let event = Event {
-        name: message.event,
-        message_id: message.id,
-        run_id: message.run_id,
-        resource: message.payload,
-        attempt,
-    };
+    let event = event(message, attempt);
     let started = std::time::Instant::now();
     let (outcome, counted) = reconcile(&*shared.driver, &shared.config, event, &logger).await;
     shared.metrics.reconciled(counted, started.elapsed());
