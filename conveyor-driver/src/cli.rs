@@ -188,10 +188,10 @@ pub enum CliError {
 }
 
 impl CliError {
-    /// The process exit code for this error: 2 for bad input or flags, 1 otherwise.
+    /// The process exit code for this error: 2 for bad `invoke` input, 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Self::Input(_) | Self::Config(_) => 2,
+            Self::Input(_) => 2,
             _ => 1,
         }
     }
