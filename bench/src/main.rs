@@ -42,6 +42,9 @@ struct Cli {
     /// Events for the memory-growth run (0 skips it).
     #[arg(long, default_value_t = 100_000)]
     soak_events: usize,
+    /// Run only the scenarios whose name contains this text (and skip latency and memory).
+    #[arg(long)]
+    only: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -152,7 +155,10 @@ async fn report(cli: Cli) -> Result<(), BoxError> {
     println!("| scenario | events | raw events/s | runtime events/s | runtime / raw | runtime peak RSS |");
     println!("|---|---|---|---|---|---|");
     let mut one_instance = 0.0;
-    for scenario in &scenarios {
+    let selected = scenarios
+        .iter()
+        .filter(|s| cli.only.as_ref().is_none_or(|only| s.name.contains(only.as_str())));
+    for scenario in selected {
         let raw = summarize(measure_runs(Kind::Raw, scenario, cli.runs).await?);
         let ours = summarize(measure_runs(Kind::Runtime, scenario, cli.runs).await?);
         if scenario.instances == 1 && scenario.work_ms == 10 && scenario.concurrency == 64 {
@@ -181,6 +187,9 @@ async fn report(cli: Cli) -> Result<(), BoxError> {
                 ours.median / one_instance
             );
         }
+    }
+    if cli.only.is_some() {
+        return Ok(());
     }
     println!();
     for kind in [Kind::Raw, Kind::Runtime] {
@@ -306,7 +315,23 @@ fn spawn_driver(
     concurrency: usize,
     work_ms: u64,
 ) -> Result<Child, std::io::Error> {
-    Command::new(std::env::current_exe()?)
+    let exe = std::env::current_exe()?;
+    // BENCH_PROFILE_WITH="perf record -e cpu-clock -g -o perf.data" runs the runtime driver
+    // under a profiler.
+    let wrapper = match kind {
+        Kind::Runtime => std::env::var("BENCH_PROFILE_WITH").unwrap_or_default(),
+        Kind::Raw => String::new(),
+    };
+    let mut words = wrapper.split_whitespace();
+    let mut command = match words.next() {
+        Some(program) => {
+            let mut command = Command::new(program);
+            command.args(words).arg(&exe);
+            command
+        }
+        None => Command::new(&exe),
+    };
+    command
         .args(["driver", "--kind", kind.name(), "--nats-url", url])
         .args([
             "--concurrency",

@@ -420,7 +420,11 @@ fn expand(input: &ItemFn, config: &DriverConfig) -> TokenStream {
         quote! {
             /// Runs the driver: command line, local output, Driver Manager until SIGTERM.
             fn main() -> ::std::process::ExitCode {
-                ::conveyor_driver::cli::run(#type_name, ::core::env!("CARGO_PKG_VERSION"))
+                ::conveyor_driver::cli::run_crate(
+                    #type_name,
+                    ::core::env!("CARGO_PKG_VERSION"),
+                    ::core::env!("CARGO_CRATE_NAME"),
+                )
             }
         }
     });

@@ -30,6 +30,7 @@ use std::time::Duration;
 /// | [`create_streams`](Self::create_streams) | `CONVEYOR_CREATE_STREAMS` | false |
 /// | [`tls`](Self::tls) | `CONVEYOR_TLS_CERT`, `CONVEYOR_TLS_KEY` | none |
 /// | [`tls_ca`](Self::tls_ca) | `CONVEYOR_TLS_CA` | none |
+/// | [`metrics_addr`](Self::metrics_addr) | `CONVEYOR_METRICS_ADDR` | none (no metrics listener) |
 ///
 /// Durations are written `500ms`, `30s`, `2m` …; a bare number means seconds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +48,7 @@ pub struct Config {
     pub(crate) tls_cert: Option<PathBuf>,
     pub(crate) tls_key: Option<PathBuf>,
     pub(crate) tls_ca: Option<PathBuf>,
+    pub(crate) metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl Default for Config {
@@ -65,6 +67,7 @@ impl Default for Config {
             tls_cert: None,
             tls_key: None,
             tls_ca: None,
+            metrics_addr: None,
         }
     }
 }
@@ -122,6 +125,12 @@ impl Config {
         config.tls_cert = read("CONVEYOR_TLS_CERT").map(PathBuf::from);
         config.tls_key = read("CONVEYOR_TLS_KEY").map(PathBuf::from);
         config.tls_ca = read("CONVEYOR_TLS_CA").map(PathBuf::from);
+        if let Some(v) = read("CONVEYOR_METRICS_ADDR") {
+            let addr = v.trim().parse().map_err(|_| {
+                invalid_value("CONVEYOR_METRICS_ADDR", &v, "expected an address such as 0.0.0.0:9090")
+            })?;
+            config.metrics_addr = Some(addr);
+        }
         config.validate()?;
         Ok(config)
     }
@@ -211,6 +220,19 @@ impl Config {
     #[must_use]
     pub fn tls_ca(mut self, ca: impl Into<PathBuf>) -> Self {
         self.tls_ca = Some(ca.into());
+        self
+    }
+
+    /// Serve Prometheus metrics (`/metrics`) and health checks (`/healthz`, `/readyz`) over
+    /// HTTP on `addr` while the driver runs; see [`crate::metrics`]. Off by default.
+    ///
+    /// ```
+    /// # use conveyor_driver::Config;
+    /// let config = Config::default().metrics_addr(([0, 0, 0, 0], 9090).into());
+    /// ```
+    #[must_use]
+    pub fn metrics_addr(mut self, addr: std::net::SocketAddr) -> Self {
+        self.metrics_addr = Some(addr);
         self
     }
 

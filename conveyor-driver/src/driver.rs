@@ -45,6 +45,28 @@ pub trait Driver: Send + Sync + 'static {
         None
     }
 
+    /// The JSON schema of the resource `spec` this driver expects, if it can tell; shown by
+    /// the `describe` command of the driver binary. `None`, the default, means unknown.
+    ///
+    /// ```
+    /// # use conveyor_driver::prelude::*;
+    /// struct Builder;
+    /// impl Driver for Builder {
+    ///     fn name(&self) -> String { "builder".into() }
+    ///     fn resources(&self) -> Vec<String> { vec!["build".into()] }
+    ///     fn spec_schema(&self) -> Option<serde_json::Value> {
+    ///         Some(serde_json::json!({"type": "object", "required": ["image"],
+    ///                                 "properties": {"image": {"type": "string"}}}))
+    ///     }
+    ///     async fn reconcile(&self, _: Event, _: Logger) -> ReconcileResult {
+    ///         Ok(DriverResult::success("built"))
+    ///     }
+    /// }
+    /// ```
+    fn spec_schema(&self) -> Option<serde_json::Value> {
+        None
+    }
+
     /// Does the work for one event.
     ///
     /// A panic here is caught and published as a failed result; it never stops the process.

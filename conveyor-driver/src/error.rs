@@ -46,4 +46,13 @@ pub enum Error {
     /// The signal handlers could not be installed.
     #[error("cannot listen for shutdown signals: {0}")]
     Signal(#[source] std::io::Error),
+    /// The metrics listener could not bind its address.
+    #[error("cannot serve metrics on {addr}: {source}")]
+    Metrics {
+        /// The address from [`Config::metrics_addr`](crate::Config::metrics_addr).
+        addr: std::net::SocketAddr,
+        /// Why binding failed.
+        #[source]
+        source: std::io::Error,
+    },
 }

@@ -39,6 +39,7 @@
 
 #![warn(missing_docs)]
 
+pub mod bridge;
 pub mod cli;
 pub mod client;
 mod config;
@@ -47,6 +48,8 @@ mod error;
 mod extract;
 mod logger;
 mod manager;
+pub mod metrics;
+pub mod testing;
 pub mod wire;
 
 pub use client::{Client, ClientError};

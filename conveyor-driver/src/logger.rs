@@ -16,6 +16,7 @@ use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::metrics::Metrics;
 use crate::wire::{subjects, LogEntry};
 
 /// The per-event logger handed to `reconcile`. Cheap to clone, `Send` and `Sync`.
@@ -35,7 +36,85 @@ pub struct Logger {
 
 struct Inner {
     context: RunContext,
-    sink: Option<mpsc::UnboundedSender<Command>>,
+    sink: Sink,
+}
+
+/// Where a logger's lines go besides the local `tracing` mirror.
+enum Sink {
+    /// The per-run NATS publisher task (the runtime).
+    Publish(mpsc::UnboundedSender<Command>),
+    /// Nowhere else ([`Logger::local`]).
+    Local,
+    /// Collected in memory as they would be published (test kit, `invoke`).
+    Capture(Arc<Capture>),
+}
+
+/// A callback seeing each captured line as it is logged (`invoke` prints them live).
+pub(crate) type OnLine = Box<dyn Fn(&LogLine) + Send + Sync>;
+
+/// The lines a capturing logger collected, optionally passed to a callback as they come.
+pub(crate) struct Capture {
+    lines: std::sync::Mutex<Vec<LogLine>>,
+    on_line: Option<OnLine>,
+}
+
+impl Capture {
+    pub(crate) fn new(on_line: Option<OnLine>) -> Arc<Self> {
+        Arc::new(Self {
+            lines: std::sync::Mutex::new(Vec::new()),
+            on_line,
+        })
+    }
+
+    /// The lines collected so far.
+    pub(crate) fn lines(&self) -> Vec<LogLine> {
+        // A poisoned lock only means a callback panicked; the lines are still valid.
+        self.lines.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// One run log line exactly as the runtime publishes it: the JSON body of `logs.<run_id>`
+/// (a schema-valid [`LogEntry`]) and the label headers that travel with it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogLine {
+    /// The JSON body.
+    pub entry: LogEntry,
+    /// The custom labels, as `(key, value)`; on the wire the headers `Conveyor-Label-<key>`.
+    pub labels: Vec<(String, String)>,
+}
+
+impl LogLine {
+    /// The JSON body as published.
+    ///
+    /// ```
+    /// # use conveyor_driver::testing::LogLine;
+    /// # use conveyor_driver::wire::LogEntry;
+    /// let line = LogLine {
+    ///     entry: LogEntry { runid: "r".into(), driver: "d".into(), pipeline: None,
+    ///                       timestamp: "2026-01-01T00:00:00Z".into(), message: "hi".into() },
+    ///     labels: vec![],
+    /// };
+    /// assert_eq!(line.json()["message"], "hi");
+    /// ```
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::to_value(&self.entry).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// The NATS headers published with the line: one `Conveyor-Label-<key>` per label.
+    pub fn headers(&self) -> Vec<(String, String)> {
+        self.labels
+            .iter()
+            .map(|(key, value)| (format!("{}{key}", subjects::LABEL_HEADER_PREFIX), value.clone()))
+            .collect()
+    }
+
+    /// The value of label `key`, if the line has it.
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.labels
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 /// Who a log line belongs to; stamped on every line and on the local output.
@@ -64,7 +143,7 @@ impl std::fmt::Debug for Logger {
         f.debug_struct("Logger")
             .field("run_id", &self.inner.context.run_id)
             .field("driver", &self.inner.context.driver)
-            .field("publishing", &self.inner.sink.is_some())
+            .field("publishing", &matches!(self.inner.sink, Sink::Publish(_)))
             .finish()
     }
 }
@@ -75,9 +154,11 @@ impl Logger {
         context: RunContext,
         client: async_nats::Client,
         js: jetstream::Context,
+        metrics: Arc<Metrics>,
     ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let publisher = Publisher {
+            metrics,
             logs_subject: subjects::logs(&context.run_id),
             live_subject: subjects::live_logs(&context.run_id, &context.driver),
             context: context.clone(),
@@ -88,10 +169,21 @@ impl Logger {
         Self {
             inner: Arc::new(Inner {
                 context,
-                sink: Some(tx),
+                sink: Sink::Publish(tx),
             }),
         }
     }
+
+    /// A logger collecting its lines into `capture` (test kit, offline `invoke`).
+    pub(crate) fn capturing(context: RunContext, capture: Arc<Capture>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                context,
+                sink: Sink::Capture(capture),
+            }),
+        }
+    }
+
 
     /// A logger that only writes to the local `tracing` output: for unit tests and for running
     /// a driver without a NATS server.
@@ -105,7 +197,7 @@ impl Logger {
                     event: String::new(),
                     resource: String::new(),
                 },
-                sink: None,
+                sink: Sink::Local,
             }),
         }
     }
@@ -141,8 +233,23 @@ impl Logger {
             labels: labels.into_iter().filter_map(label).collect(),
             timestamp: Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true),
         };
+        self.emit(line, true);
+    }
+
+    /// A line from the tracing bridge: not mirrored to `tracing` again (it came from there).
+    pub(crate) fn log_bridged(&self, message: String, labels: Vec<(String, String)>) {
+        let line = Line {
+            message,
+            labels,
+            timestamp: Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true),
+        };
+        self.emit(line, false);
+    }
+
+    fn emit(&self, line: Line, mirror: bool) {
         let context = &self.inner.context;
-        tracing::info!(
+        if mirror {
+            tracing::info!(
             target: "conveyor_driver::run_log",
             run_id = %context.run_id,
             driver = %context.driver,
@@ -151,18 +258,33 @@ impl Logger {
             labels = ?line.labels,
             "{}",
             line.message
-        );
-        if let Some(sink) = &self.inner.sink {
-            // The publisher only stops once every sender is gone, so this cannot fail while
-            // `self` exists; a send error would mean the task panicked, already reported.
-            let _ = sink.send(Command::Line(line));
+            );
+        }
+        match &self.inner.sink {
+            Sink::Publish(sink) => {
+                // The publisher only stops once every sender is gone, so this cannot fail
+                // while `self` exists; a send error would mean the task panicked, already
+                // reported.
+                let _ = sink.send(Command::Line(line));
+            }
+            Sink::Local => {}
+            Sink::Capture(capture) => {
+                let line = LogLine {
+                    entry: entry(context, line.timestamp, line.message),
+                    labels: line.labels,
+                };
+                if let Some(on_line) = &capture.on_line {
+                    on_line(&line);
+                }
+                capture.lines.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+            }
         }
     }
 
     /// Waits until every line logged so far is published and acknowledged (or its failure
     /// reported locally).
     pub async fn flush(&self) {
-        if let Some(sink) = &self.inner.sink {
+        if let Sink::Publish(sink) = &self.inner.sink {
             let (done, wait) = oneshot::channel();
             if sink.send(Command::Flush(done)).is_ok() {
                 let _ = wait.await;
@@ -182,8 +304,20 @@ fn label<K: Into<String>, V: Into<String>>((key, value): (K, V)) -> Option<(Stri
     Some((key, value.replace(['\r', '\n'], " ")))
 }
 
+/// The wire body of a line of the run `context`.
+fn entry(context: &RunContext, timestamp: String, message: String) -> LogEntry {
+    LogEntry {
+        runid: context.run_id.clone(),
+        driver: context.driver.clone(),
+        pipeline: context.pipeline.clone(),
+        timestamp,
+        message,
+    }
+}
+
 /// The per-run task that publishes log lines in order and tracks their acknowledgements.
 struct Publisher {
+    metrics: Arc<Metrics>,
     context: RunContext,
     client: async_nats::Client,
     js: jetstream::Context,
@@ -219,13 +353,7 @@ impl Publisher {
     }
 
     async fn publish(&self, line: Line) -> Option<jetstream::context::PublishAckFuture> {
-        let entry = LogEntry {
-            runid: self.context.run_id.clone(),
-            driver: self.context.driver.clone(),
-            pipeline: self.context.pipeline.clone(),
-            timestamp: line.timestamp,
-            message: line.message,
-        };
+        let entry = entry(&self.context, line.timestamp, line.message);
         let payload = match serde_json::to_vec(&entry) {
             Ok(json) => Bytes::from(json),
             Err(err) => {
@@ -254,6 +382,7 @@ impl Publisher {
         {
             Ok(ack) => Some(ack),
             Err(err) => {
+                self.metrics.log_publish_failed();
                 tracing::warn!(run_id = %self.context.run_id, error = %err, "log publish failed");
                 None
             }
@@ -265,6 +394,7 @@ impl Publisher {
         result: Result<jetstream::publish::PublishAck, jetstream::context::PublishError>,
     ) {
         if let Err(err) = result {
+            self.metrics.log_publish_failed();
             tracing::warn!(run_id = %self.context.run_id, error = %err, "log line not persisted");
         }
     }

@@ -1,4 +1,6 @@
-//! Example drivers run as separate processes, the way operators run them.
+//! Example driver binaries as child processes, the way operators run them: built on first use
+//! into the tests' own target directory and profile, started with a clean `CONVEYOR_*`
+//! environment.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -50,6 +52,18 @@ pub fn binaries() -> &'static Path {
     })
 }
 
+/// A command running the example binary `name`, without the `CONVEYOR_*` variables of the
+/// test's environment.
+pub fn command(name: &str) -> Command {
+    let mut command = Command::new(binaries().join(name));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("CONVEYOR_") {
+            command.env_remove(key);
+        }
+    }
+    command
+}
+
 /// An example driver running as a child process; killed on drop.
 pub struct DriverProcess {
     name: &'static str,
@@ -73,13 +87,7 @@ impl DriverProcess {
     /// Starts example `name` with exactly these `CONVEYOR_*` variables and arguments.
     pub fn start_with(name: &'static str, env: &[(&str, &str)], args: &[&str]) -> Self {
         let path = binaries().join(name);
-        let mut command = Command::new(&path);
-        for (key, _) in std::env::vars() {
-            if key.starts_with("CONVEYOR_") {
-                command.env_remove(key);
-            }
-        }
-        let mut child = command
+        let mut child = command(name)
             .envs(env.iter().copied())
             .args(args)
             .env("RUST_LOG", "info")

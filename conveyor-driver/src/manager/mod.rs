@@ -2,8 +2,8 @@
 //! Try-Catch-Ack loop until shut down.
 
 mod ordering;
-mod process;
-mod setup;
+pub(crate) mod process;
+pub(crate) mod setup;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -17,6 +17,7 @@ use tokio::task::JoinSet;
 use crate::config::Config;
 use crate::driver::Driver;
 use crate::error::Error;
+use crate::metrics::Metrics;
 use crate::wire::{subjects, Received};
 
 use ordering::Ordering;
@@ -50,7 +51,11 @@ pub struct DriverManager<D> {
     events: Option<HashSet<String>>,
     config: Config,
     shutdown: watch::Sender<bool>,
+    metrics: Arc<Metrics>,
 }
+
+/// How often the consumer's pending count is polled for the metrics.
+const PENDING_POLL: Duration = Duration::from_secs(5);
 
 /// Asks a running [`DriverManager`] to shut down gracefully, as SIGTERM does. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -85,7 +90,83 @@ impl<D: Driver> DriverManager<D> {
             events,
             config,
             shutdown: watch::Sender::new(false),
+            metrics: Metrics::new(),
         })
+    }
+
+    /// The driver.
+    pub fn driver(&self) -> &D {
+        &self.driver
+    }
+
+    /// The driver's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The resource types the driver reconciles.
+    pub fn resources(&self) -> &[String] {
+        &self.resources
+    }
+
+    /// The events the driver handles; `None` means all.
+    pub fn events(&self) -> Option<Vec<String>> {
+        self.events.as_ref().map(|events| {
+            let mut events: Vec<String> = events.iter().cloned().collect();
+            events.sort();
+            events
+        })
+    }
+
+    /// The configuration the manager runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The consumer configuration [`run`](Self::run) and [`register`](Self::register) create
+    /// or update.
+    pub(crate) fn consumer_config(&self) -> jetstream::consumer::pull::Config {
+        setup::consumer_config(&self.name, &self.resources, &self.config)
+    }
+
+    /// Connects, waits for the `messages` stream, creates or updates the driver's durable
+    /// consumer and returns, without consuming anything: for deployment pipelines and init
+    /// containers. The `messages` stream has interest retention, so an event published while
+    /// no consumer exists is discarded; registering before the server starts sending closes
+    /// that window.
+    ///
+    /// ```no_run
+    /// # use conveyor_driver::{Config, Driver, DriverManager, DriverResult, Event, Logger, ReconcileResult};
+    /// # struct Builder;
+    /// # impl Driver for Builder {
+    /// #     fn name(&self) -> String { "builder".into() }
+    /// #     fn resources(&self) -> Vec<String> { vec!["build".into()] }
+    /// #     async fn reconcile(&self, _: Event, _: Logger) -> ReconcileResult { Ok(DriverResult::success("ok")) }
+    /// # }
+    /// # #[tokio::main]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// DriverManager::new(Builder, Config::from_env()?)?.register().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn register(&self) -> Result<(), Error> {
+        if self.config.handle_signals {
+            listen_for_signals(self.shutdown_handle())?;
+        }
+        let mut shutdown = Shutdown(self.shutdown.subscribe());
+        let Some(client) = connect(&self.config, &self.name, &self.metrics, &mut shutdown).await? else {
+            return Ok(());
+        };
+        let js = jetstream::new(client.clone());
+        let consumer_config = self.consumer_config();
+        let bound = setup::bind_consumer(&js, consumer_config.clone(), &self.config, &mut shutdown).await?;
+        if bound.is_some() {
+            tracing::info!(driver = %self.name, subjects = ?consumer_config.filter_subjects, "consumer registered");
+        }
+        if let Err(err) = client.drain().await {
+            tracing::warn!(error = %err, "draining the NATS connection failed");
+        }
+        Ok(())
     }
 
     /// A handle that shuts this manager down from elsewhere (tests, embedding programs).
@@ -107,16 +188,32 @@ impl<D: Driver> DriverManager<D> {
             listen_for_signals(self.shutdown_handle())?;
         }
         let mut shutdown = Shutdown(self.shutdown.subscribe());
-        let Some(client) = connect(&self.config, &self.name, &mut shutdown).await? else {
+        let server = match self.config.metrics_addr {
+            Some(addr) => Some(
+                crate::metrics::serve(addr, Arc::clone(&self.metrics))
+                    .await
+                    .map_err(|source| Error::Metrics { addr, source })?,
+            ),
+            None => None,
+        };
+        let _server = AbortOnDrop(server);
+        let Some(client) = connect(&self.config, &self.name, &self.metrics, &mut shutdown).await? else {
             return Ok(());
         };
         let js = jetstream::new(client.clone());
-        let consumer_config = setup::consumer_config(&self.name, &self.resources, &self.config);
+        let consumer_config = self.consumer_config();
         let Some(consumer) =
             setup::bind_consumer(&js, consumer_config.clone(), &self.config, &mut shutdown).await?
         else {
             return Ok(());
         };
+        self.metrics.set_bound(true);
+        let _poll = AbortOnDrop(
+            self.config
+                .metrics_addr
+                .is_some()
+                .then(|| tokio::spawn(poll_pending(consumer.clone(), Arc::clone(&self.metrics)))),
+        );
         tracing::info!(
             driver = %self.name,
             subjects = ?consumer_config.filter_subjects,
@@ -130,6 +227,7 @@ impl<D: Driver> DriverManager<D> {
             config: self.config.clone(),
             client: client.clone(),
             js: js.clone(),
+            metrics: Arc::clone(&self.metrics),
         });
         let mut runner = Runner {
             shared,
@@ -142,6 +240,7 @@ impl<D: Driver> DriverManager<D> {
             .consume(consumer, consumer_config, &mut shutdown)
             .await?;
         runner.finish(abort_tx).await;
+        self.metrics.set_bound(false);
         if let Err(err) = client.drain().await {
             tracing::warn!(error = %err, "draining the NATS connection failed");
         }
@@ -161,17 +260,25 @@ fn check_token(what: &'static str, value: &str) -> Result<(), Error> {
 /// Connects to NATS, waiting (with logged retries) for a server that is not reachable yet.
 /// A server that rejects the connection (TLS handshake, client certificate, authorization)
 /// is an error at once: retrying would only hang. `None` if shutdown was requested meanwhile.
-async fn connect(config: &Config, driver: &str, shutdown: &mut Shutdown) -> Result<Option<async_nats::Client>, Error> {
+async fn connect(
+    config: &Config,
+    driver: &str,
+    metrics: &Arc<Metrics>,
+    shutdown: &mut Shutdown,
+) -> Result<Option<async_nats::Client>, Error> {
     let url = config.nats_url.as_str();
     let addrs = crate::config::server_addrs("nats_url", url)?;
     let mut delay = Duration::from_millis(250);
     loop {
         let attempt = tokio::select! {
             _ = shutdown.requested() => return Ok(None),
-            attempt = connect_options(config, driver).connect(addrs.as_slice()) => attempt,
+            attempt = connect_options(config, driver, metrics).connect(addrs.as_slice()) => attempt,
         };
         match attempt {
-            Ok(client) => return Ok(Some(client)),
+            Ok(client) => {
+                metrics.set_connected(true);
+                return Ok(Some(client));
+            }
             Err(source) if is_rejection(&source) => {
                 return Err(Error::Connect {
                     url: url.to_owned(),
@@ -189,7 +296,7 @@ async fn connect(config: &Config, driver: &str, shutdown: &mut Shutdown) -> Resu
     }
 }
 
-fn connect_options(config: &Config, driver: &str) -> async_nats::ConnectOptions {
+fn connect_options(config: &Config, driver: &str, metrics: &Arc<Metrics>) -> async_nats::ConnectOptions {
     let mut options = async_nats::ConnectOptions::new();
     if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
         options = options
@@ -199,13 +306,20 @@ fn connect_options(config: &Config, driver: &str) -> async_nats::ConnectOptions 
     if let Some(ca) = &config.tls_ca {
         options = options.add_root_certificates(ca.clone()).require_tls(true);
     }
+    let metrics = Arc::clone(metrics);
     options
         .name(format!("conveyor-driver {driver}"))
         .max_reconnects(None)
-        .event_callback(|event| async move {
+        .event_callback(move |event| {
+            let metrics = Arc::clone(&metrics);
+            async move {
             match event {
-                async_nats::Event::Connected => tracing::info!("connected to NATS"),
+                async_nats::Event::Connected => {
+                    metrics.set_connected(true);
+                    tracing::info!("connected to NATS")
+                }
                 async_nats::Event::Disconnected => {
+                    metrics.set_connected(false);
                     tracing::warn!("disconnected from NATS; reconnecting")
                 }
                 async_nats::Event::Draining | async_nats::Event::Closed => {
@@ -213,7 +327,30 @@ fn connect_options(config: &Config, driver: &str) -> async_nats::ConnectOptions 
                 }
                 other => tracing::warn!(event = %other, "NATS connection event"),
             }
+            }
         })
+}
+
+/// Aborts the task (if any) when dropped.
+struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(task) = &self.0 {
+            task.abort();
+        }
+    }
+}
+
+/// Keeps `conveyor_driver_consumer_pending` up to date.
+async fn poll_pending(mut consumer: PullConsumer, metrics: Arc<Metrics>) {
+    loop {
+        match consumer.info().await {
+            Ok(info) => metrics.set_pending(info.num_pending),
+            Err(err) => tracing::debug!(error = %err, "consumer info not available"),
+        }
+        tokio::time::sleep(PENDING_POLL).await;
+    }
 }
 
 /// Whether the server refused us (TLS, certificate, authorization), as opposed to not being
@@ -385,6 +522,7 @@ impl<D: Driver> Runner<D> {
         let received = match Received::parse(&message.payload) {
             Ok(received) => received,
             Err(reason) => {
+                self.shared.metrics.poisoned();
                 tracing::warn!(
                     subject = %message.subject,
                     reason = %reason,

@@ -15,7 +15,8 @@ use tracing::Instrument;
 use crate::config::Config;
 use crate::driver::{Driver, Event};
 use crate::logger::{Logger, RunContext};
-use crate::wire::{subjects, DriverResult, DriverResultEvent, Received, ResultEnvelope};
+use crate::metrics::{Counted, Metrics};
+use crate::wire::{subjects, DriverMessage, DriverResult, DriverResultEvent, Received, ResultEnvelope};
 
 use super::ordering::Turn;
 use super::settle;
@@ -27,6 +28,7 @@ pub(super) struct Shared<D> {
     pub(super) config: Config,
     pub(super) client: async_nats::Client,
     pub(super) js: jetstream::Context,
+    pub(super) metrics: Arc<Metrics>,
 }
 
 /// One event in flight.
@@ -39,11 +41,57 @@ pub(super) struct Task<D> {
 }
 
 /// What reconciling decided for the event, before the result is published.
-enum Outcome {
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Outcome {
     /// Publish this result, then ack.
     Publish(DriverResult),
     /// Transient failure with deliveries left: nak with this delay.
-    Retry(Duration),
+    Retry {
+        /// When the event comes back.
+        delay: Duration,
+        /// The error, as reconcile returned it.
+        message: String,
+    },
+}
+
+/// The event handed to `reconcile` for `message` on delivery `attempt`.
+pub(crate) fn event(message: DriverMessage, attempt: u64) -> Event {
+    Event {
+        name: message.event,
+        message_id: message.id,
+        run_id: message.run_id,
+        resource: message.payload,
+        attempt,
+    }
+}
+
+/// Who a run's log lines belong to, from the message being handled.
+pub(crate) fn run_context(driver: &str, message: &DriverMessage) -> RunContext {
+    RunContext {
+        run_id: message.run_id.clone(),
+        driver: driver.to_owned(),
+        pipeline: message.payload.pipeline.clone().filter(|p| !p.is_empty()),
+        event: message.event.clone(),
+        resource: format!("{}/{}", message.payload.resource, message.payload.name),
+    }
+}
+
+/// The span a reconcile runs in, here and in the test kit: it names the driver, run, event,
+/// resource and message, and carries the run's logger for the tracing bridge.
+pub(crate) fn reconcile_span(message: &DriverMessage, attempt: u64, logger: &Logger) -> tracing::Span {
+    crate::bridge::with_run_logger(logger, || {
+        tracing::info_span!(
+            "reconcile",
+            driver = %logger.driver(),
+            run_id = %message.run_id,
+            event = %message.event,
+            resource = %format_args!("{}/{}", message.payload.resource, message.payload.name),
+            resource_type = %message.payload.resource,
+            resource_name = %message.payload.name,
+            message_id = %message.id,
+            attempt,
+        )
+    })
 }
 
 impl<D: Driver> Task<D> {
@@ -59,16 +107,19 @@ impl<D: Driver> Task<D> {
             .info()
             .map(|info| u64::try_from(info.delivered).unwrap_or(1))
             .unwrap_or(1);
-        let span = tracing::info_span!(
-            "reconcile",
-            driver = %shared.name,
-            run_id = %received.message.run_id,
-            event = %received.message.event,
-            resource = %format_args!("{}/{}", received.message.payload.resource, received.message.payload.name),
-            message_id = %received.message.id,
-            attempt,
+        let _in_flight = shared.metrics.in_flight();
+        if attempt > 1 {
+            shared.metrics.redelivered();
+        }
+        let context = run_context(&shared.name, &received.message);
+        let logger = Logger::publishing(
+            context,
+            shared.client.clone(),
+            shared.js.clone(),
+            Arc::clone(&shared.metrics),
         );
-        let work = handle(&shared, received, attempt, turn).instrument(span);
+        let span = reconcile_span(&received.message, attempt, &logger);
+        let work = handle(&shared, received, attempt, turn, logger).instrument(span);
         tokio::pin!(work);
         let period = shared.config.ack_wait / 3;
         let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
@@ -100,32 +151,21 @@ async fn handle<D: Driver>(
     received: Received,
     attempt: u64,
     turn: Turn,
+    logger: Logger,
 ) -> AckKind {
     let _turn = turn.wait().await;
     let Received {
         message,
         raw_resource,
     } = received;
-    let context = RunContext {
-        run_id: message.run_id.clone(),
-        driver: shared.name.clone(),
-        pipeline: message.payload.pipeline.clone().filter(|p| !p.is_empty()),
-        event: message.event.clone(),
-        resource: format!("{}/{}", message.payload.resource, message.payload.name),
-    };
-    let logger = Logger::publishing(context, shared.client.clone(), shared.js.clone());
     let run_id = message.run_id.clone();
-    let event = Event {
-        name: message.event,
-        message_id: message.id,
-        run_id: message.run_id,
-        resource: message.payload,
-        attempt,
-    };
-    let outcome = reconcile(shared, event, &logger).await;
+    let event = event(message, attempt);
+    let started = std::time::Instant::now();
+    let (outcome, counted) = reconcile(&*shared.driver, &shared.config, event, &logger).await;
+    shared.metrics.reconciled(counted, started.elapsed());
     logger.flush().await;
     let result = match outcome {
-        Outcome::Retry(delay) => return AckKind::Nak(Some(delay)),
+        Outcome::Retry { delay, .. } => return AckKind::Nak(Some(delay)),
         Outcome::Publish(result) => result,
     };
     let success = result.success;
@@ -140,6 +180,7 @@ async fn handle<D: Driver>(
             AckKind::Ack
         }
         Err(err) => {
+            shared.metrics.result_publish_failed();
             let delay = shared.config.backoff(attempt);
             tracing::warn!(error = %err, retry_in = ?delay, "result not published; the event will come back");
             AckKind::Nak(Some(delay))
@@ -147,38 +188,51 @@ async fn handle<D: Driver>(
     }
 }
 
-/// Calls the driver, turning panics and errors into an [`Outcome`].
-async fn reconcile<D: Driver>(shared: &Shared<D>, event: Event, logger: &Logger) -> Outcome {
+/// Calls the driver, turning panics and errors into an [`Outcome`]; the runtime and the test
+/// kit share it, so both decide alike. Also says how the reconcile is counted in the metrics.
+pub(crate) async fn reconcile<D: Driver>(
+    driver: &D,
+    config: &Config,
+    event: Event,
+    logger: &Logger,
+) -> (Outcome, Counted) {
     let attempt = event.attempt;
-    let max = u64::from(shared.config.max_deliver);
+    let max = u64::from(config.max_deliver);
     if attempt > max {
         // Earlier deliveries never settled (e.g. the instance died each time): stop here.
         let message =
             format!("gave up: event delivered {attempt} times, more than max_deliver ({max})");
         logger.log(message.clone());
-        return Outcome::Publish(DriverResult::failure(message));
+        return (Outcome::Publish(DriverResult::failure(message)), Counted::Failure);
     }
-    let run = AssertUnwindSafe(shared.driver.reconcile(event, logger.clone())).catch_unwind();
+    let run = AssertUnwindSafe(driver.reconcile(event, logger.clone())).catch_unwind();
     match run.await {
-        Ok(Ok(result)) => Outcome::Publish(result),
+        Ok(Ok(result)) => {
+            let counted = if result.success { Counted::Success } else { Counted::Failure };
+            (Outcome::Publish(result), counted)
+        }
         Ok(Err(error)) if error.is_transient() && attempt < max => {
             let delay = error
                 .retry_delay()
-                .unwrap_or_else(|| shared.config.backoff(attempt));
+                .unwrap_or_else(|| config.backoff(attempt));
             logger.log(format!(
                 "attempt {attempt} of {max} failed: {error}; retrying in {delay:?}"
             ));
-            Outcome::Retry(delay)
+            let message = error.message().to_owned();
+            (Outcome::Retry { delay, message }, Counted::Retry)
         }
         Ok(Err(error)) if error.is_transient() => {
             let message = format!("{error} (gave up after {attempt} attempts)");
-            Outcome::Publish(DriverResult::failure(message))
+            (Outcome::Publish(DriverResult::failure(message)), Counted::Failure)
         }
-        Ok(Err(error)) => Outcome::Publish(DriverResult::failure(error.message())),
+        Ok(Err(error)) => (
+            Outcome::Publish(DriverResult::failure(error.message())),
+            Counted::Failure,
+        ),
         Err(panic) => {
             let message = format!("reconcile panicked: {}", panic_message(panic.as_ref()));
             tracing::error!("{message}");
-            Outcome::Publish(DriverResult::failure(message))
+            (Outcome::Publish(DriverResult::failure(message)), Counted::Panic)
         }
     }
 }

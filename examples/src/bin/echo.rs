@@ -2,8 +2,9 @@
 //!
 //! Name `echo`, resources `["echo-resource"]`. Per event it logs a line naming the resource,
 //! then, from the spec: `sleep_ms` (a number) sleeps that long; `panic: true` panics;
-//! `fail: true` fails with a message containing `asked to fail`; otherwise it succeeds with
-//! `data` equal to the spec.
+//! `fail: true` fails with a message containing `asked to fail`; `trace: true` emits a
+//! `tracing::info!` event (the tracing bridge makes it a run log line); otherwise it succeeds
+//! with `data` equal to the spec.
 
 use std::time::Duration;
 
@@ -16,6 +17,10 @@ async fn echo(event: Event, Spec(spec): Spec<Value>, log: Logger) -> Result<Valu
     if let Some(ms) = spec.get("sleep_ms").and_then(Value::as_u64) {
         log.log(format!("echo: sleeping {ms} ms"));
         tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    if spec.get("trace").and_then(Value::as_bool) == Some(true) {
+        tracing::info!(resource = %event.resource.name, "echo: traced");
+        tracing::debug!("echo: too fine to bridge");
     }
     if spec.get("panic").and_then(Value::as_bool) == Some(true) {
         panic!("echo asked to panic");

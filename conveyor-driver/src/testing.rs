@@ -1,0 +1,684 @@
+//! A test kit for drivers: reconcile a synthetic event in-process, without NATS, and look at
+//! the result and the log lines exactly as the runtime would publish them.
+//!
+//! The kit goes through the same code as the runtime: a panic becomes the same failed result, a
+//! transient error is reported as a retry (the runtime would nak the event with that delay), a
+//! spec that does not deserialize gives the same failed result, events the driver does not
+//! handle are skipped without a result, and `tracing` events inside the reconcile become log
+//! lines (the [tracing bridge](crate::bridge), here for every target at INFO and above).
+//!
+//! A complete unit test of a `#[driver]` driver:
+//!
+//! ```
+//! use conveyor_driver::prelude::*;
+//! use conveyor_driver::testing::{EventBuilder, Harness};
+//! use serde::Deserialize;
+//!
+//! #[derive(Deserialize)]
+//! struct BuildSpec { image: String }
+//!
+//! #[driver(name = "builder", resources = ["build"], main = false)]
+//! async fn build(Spec(spec): Spec<BuildSpec>, log: Logger) -> Result<String, String> {
+//!     log.log_with_labels(format!("pulling {}", spec.image), [("step", "pull")]);
+//!     tracing::info!(image = %spec.image, "image pulled");
+//!     if spec.image.is_empty() {
+//!         return Err("no image".into());
+//!     }
+//!     Ok(spec.image)
+//! }
+//!
+//! # fn main() {
+//! // #[test]
+//! // fn builds_the_image() {
+//! let run = Harness::new(BuilderDriver).run_blocking(
+//!     EventBuilder::new("build").name("app").spec(serde_json::json!({"image": "rust:1"})),
+//! );
+//! run.assert_success()
+//!     .assert_logged("pulling rust:1")
+//!     .assert_logged("image pulled image=rust:1");
+//! assert_eq!(run.result().unwrap().data, "rust:1");
+//! assert_eq!(run.lines()[0].label("step"), Some("pull"));
+//! assert_eq!(run.envelope().unwrap()["driverresult"]["driver"], "builder");
+//!
+//! // A spec of the wrong shape fails the way the runtime fails it.
+//! Harness::new(BuilderDriver)
+//!     .run_blocking(EventBuilder::new("build").spec(serde_json::json!({"image": 7})))
+//!     .assert_failure_contains("spec.image");
+//! // }
+//! # }
+//! ```
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+use tracing::Instrument;
+
+use crate::bridge::RunLogLayer;
+use crate::config::Config;
+use crate::driver::{Driver, Event};
+use crate::logger::{Capture, Logger};
+use crate::manager::process::{self, Outcome};
+use crate::metrics::Counted;
+use crate::wire::{DriverMessage, DriverResult, DriverResultEvent, Received, Resource, ResultEnvelope};
+
+pub use crate::logger::LogLine;
+
+/// Builds a [`Resource`] with sensible defaults: id `test-<uuid>`, name `test`, no pipeline,
+/// empty metadata, `null` spec.
+///
+/// ```
+/// use conveyor_driver::testing::ResourceBuilder;
+///
+/// let resource = ResourceBuilder::new("build")
+///     .name("app")
+///     .pipeline("ci")
+///     .metadata("owner", "team-a")
+///     .spec(serde_json::json!({"image": "rust"}))
+///     .build();
+/// assert_eq!(resource.resource, "build");
+/// assert_eq!(resource.spec["image"], "rust");
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResourceBuilder {
+    resource: Resource,
+}
+
+impl ResourceBuilder {
+    /// A resource of type `resource_type`.
+    pub fn new(resource_type: impl Into<String>) -> Self {
+        Self {
+            resource: Resource {
+                id: format!("test-{}", uuid::Uuid::new_v4()),
+                name: "test".to_owned(),
+                resource: resource_type.into(),
+                pipeline: None,
+                metadata: Map::new(),
+                spec: Value::Null,
+            },
+        }
+    }
+
+    /// Sets the resource name.
+    #[must_use]
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.resource.name = name.into();
+        self
+    }
+
+    /// Sets the resource id.
+    #[must_use]
+    pub fn id(mut self, id: impl Into<String>) -> Self {
+        self.resource.id = id.into();
+        self
+    }
+
+    /// Sets the pipeline the resource belongs to (stamped on every log line).
+    #[must_use]
+    pub fn pipeline(mut self, pipeline: impl Into<String>) -> Self {
+        self.resource.pipeline = Some(pipeline.into());
+        self
+    }
+
+    /// Adds a metadata entry.
+    #[must_use]
+    pub fn metadata(mut self, key: impl Into<String>, value: impl Into<Value>) -> Self {
+        self.resource.metadata.insert(key.into(), value.into());
+        self
+    }
+
+    /// Sets the spec from anything serializable; a value that does not serialize (a map with
+    /// non-string keys) becomes `null`.
+    #[must_use]
+    pub fn spec(mut self, spec: impl Serialize) -> Self {
+        self.resource.spec = serde_json::to_value(spec).unwrap_or(Value::Null);
+        self
+    }
+
+    /// The resource.
+    pub fn build(self) -> Resource {
+        self.resource
+    }
+}
+
+impl From<ResourceBuilder> for Resource {
+    fn from(builder: ResourceBuilder) -> Self {
+        builder.build()
+    }
+}
+
+/// Builds an [`Event`] with sensible defaults: event `create`, a fresh UUID run id, message id
+/// `test-<uuid>`, first attempt, and a resource from [`ResourceBuilder`].
+///
+/// ```
+/// use conveyor_driver::testing::{EventBuilder, ResourceBuilder};
+///
+/// let event = EventBuilder::new("build").name("app").event("update").attempt(2).build();
+/// assert_eq!(event.name, "update");
+/// assert_eq!(event.resource.name, "app");
+/// assert!(uuid::Uuid::parse_str(&event.run_id).is_ok());
+///
+/// let event = EventBuilder::for_resource(ResourceBuilder::new("build").build()).build();
+/// assert_eq!(event.name, "create");
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventBuilder {
+    event: Event,
+}
+
+impl EventBuilder {
+    /// An event about a resource of type `resource_type`.
+    pub fn new(resource_type: impl Into<String>) -> Self {
+        Self::for_resource(ResourceBuilder::new(resource_type).build())
+    }
+
+    /// An event about `resource`.
+    pub fn for_resource(resource: impl Into<Resource>) -> Self {
+        let event = Event::new(
+            "create",
+            format!("test-{}", uuid::Uuid::new_v4()),
+            uuid::Uuid::new_v4().to_string(),
+            resource.into(),
+        );
+        Self { event }
+    }
+
+    /// Sets the event name (`create`, `update`, `delete`, `process`…).
+    #[must_use]
+    pub fn event(mut self, name: impl Into<String>) -> Self {
+        self.event.name = name.into();
+        self
+    }
+
+    /// Sets the run id.
+    #[must_use]
+    pub fn run_id(mut self, run_id: impl Into<String>) -> Self {
+        self.event.run_id = run_id.into();
+        self
+    }
+
+    /// Sets the message id.
+    #[must_use]
+    pub fn message_id(mut self, id: impl Into<String>) -> Self {
+        self.event.message_id = id.into();
+        self
+    }
+
+    /// Sets the delivery attempt (1 is the first delivery).
+    #[must_use]
+    pub fn attempt(mut self, attempt: u64) -> Self {
+        self.event.attempt = attempt;
+        self
+    }
+
+    /// Sets the resource name.
+    #[must_use]
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.event.resource.name = name.into();
+        self
+    }
+
+    /// Sets the resource's pipeline.
+    #[must_use]
+    pub fn pipeline(mut self, pipeline: impl Into<String>) -> Self {
+        self.event.resource.pipeline = Some(pipeline.into());
+        self
+    }
+
+    /// Sets the resource spec (see [`ResourceBuilder::spec`]).
+    #[must_use]
+    pub fn spec(mut self, spec: impl Serialize) -> Self {
+        self.event.resource.spec = serde_json::to_value(spec).unwrap_or(Value::Null);
+        self
+    }
+
+    /// Adds a resource metadata entry.
+    #[must_use]
+    pub fn metadata(mut self, key: impl Into<String>, value: impl Into<Value>) -> Self {
+        self.event.resource.metadata.insert(key.into(), value.into());
+        self
+    }
+
+    /// The event.
+    pub fn build(self) -> Event {
+        self.event
+    }
+}
+
+impl From<EventBuilder> for Event {
+    fn from(builder: EventBuilder) -> Self {
+        builder.build()
+    }
+}
+
+/// What the runtime would do with the event.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum TestOutcome {
+    /// Publish this result, then ack the event.
+    Published {
+        /// The result.
+        result: DriverResult,
+        /// Whether it comes from a panic in `reconcile`.
+        panicked: bool,
+    },
+    /// A transient error with deliveries left: the event would be naked and come back after
+    /// `delay`.
+    Retry {
+        /// When the event would come back.
+        delay: Duration,
+        /// The error.
+        message: String,
+    },
+    /// The driver does not handle this event (see [`Driver::events`]): acked, no result.
+    Skipped,
+}
+
+impl fmt::Display for TestOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Published { result, .. } if result.success => {
+                write!(f, "succeeded: {}", result.message)
+            }
+            Self::Published { result, .. } => write!(f, "failed: {}", result.message),
+            Self::Retry { delay, message } => {
+                write!(f, "would retry after {delay:?}: {message}")
+            }
+            Self::Skipped => f.write_str("skipped: the driver does not handle this event"),
+        }
+    }
+}
+
+/// Runs a driver on synthetic events, the way the runtime would, with a [`Config`] for the
+/// retry settings (`max_deliver`, `retry_backoff`).
+///
+/// ```
+/// # use conveyor_driver::prelude::*;
+/// # use conveyor_driver::testing::{EventBuilder, Harness};
+/// # struct Flaky;
+/// # impl Driver for Flaky {
+/// #     fn name(&self) -> String { "flaky".into() }
+/// #     fn resources(&self) -> Vec<String> { vec!["job".into()] }
+/// #     async fn reconcile(&self, _: Event, _: Logger) -> ReconcileResult {
+/// #         Err(ReconcileError::transient("registry down"))
+/// #     }
+/// # }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let harness = Harness::new(Flaky);
+/// let run = harness.run(EventBuilder::new("job")).await;
+/// assert_eq!(run.assert_retry(), std::time::Duration::from_secs(1));
+/// assert!(run.outcome().to_string().starts_with("would retry after"));
+/// // On the last allowed delivery the run fails instead.
+/// harness.run(EventBuilder::new("job").attempt(5)).await
+///     .assert_failure_contains("gave up after 5 attempts");
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct Harness<D> {
+    driver: D,
+    config: Config,
+    bridge: Option<RunLogLayer>,
+}
+
+impl<D: Driver> Harness<D> {
+    /// A harness with the default [`Config`] and the tracing bridge on for every target at
+    /// INFO and above.
+    pub fn new(driver: D) -> Self {
+        Self {
+            driver,
+            config: Config::default(),
+            bridge: Some(RunLogLayer::all()),
+        }
+    }
+
+    /// Uses `config`'s retry settings.
+    #[must_use]
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Replaces the tracing bridge (`None`: `tracing` events are not captured as lines).
+    #[must_use]
+    pub fn bridge(mut self, bridge: Option<RunLogLayer>) -> Self {
+        self.bridge = bridge;
+        self
+    }
+
+    /// The driver.
+    pub fn driver(&self) -> &D {
+        &self.driver
+    }
+
+    /// Reconciles `event` and reports what the runtime would publish.
+    pub async fn run(&self, event: impl Into<Event>) -> TestRun {
+        let event = event.into();
+        let message = DriverMessage {
+            event: event.name.clone(),
+            payload: event.resource.clone(),
+            id: event.message_id.clone(),
+            run_id: event.run_id.clone(),
+        };
+        let raw_resource = serde_json::value::to_raw_value(&event.resource)
+            .unwrap_or_else(|_| serde_json::value::RawValue::NULL.to_owned());
+        let received = Received {
+            message,
+            raw_resource,
+        };
+        reconcile_received(
+            &self.driver,
+            &self.config,
+            received,
+            event.attempt,
+            self.bridge.clone(),
+            None,
+        )
+        .await
+    }
+
+    /// [`run`](Self::run) on a new single-threaded Tokio runtime, for a plain `#[test]`.
+    ///
+    /// # Panics
+    ///
+    /// When called from within an async runtime (use [`run`](Self::run) there), or if the
+    /// runtime cannot be built.
+    pub fn run_blocking(&self, event: impl Into<Event>) -> TestRun {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a Tokio runtime for the test");
+        runtime.block_on(self.run(event))
+    }
+}
+
+/// Reconciles one received message without NATS: the test kit and `invoke` both use it.
+/// `bridge` installs a scoped subscriber with the tracing bridge for this run; `on_line` sees
+/// each log line as it is logged.
+pub(crate) async fn reconcile_received<D: Driver>(
+    driver: &D,
+    config: &Config,
+    received: Received,
+    attempt: u64,
+    bridge: Option<RunLogLayer>,
+    on_line: Option<crate::logger::OnLine>,
+) -> TestRun {
+    let capture = Capture::new(on_line);
+    let name = driver.name();
+    let logger = Logger::capturing(process::run_context(&name, &received.message), Arc::clone(&capture));
+    let handled = driver
+        .events()
+        .map_or(true, |events| events.contains(&received.message.event));
+    if !handled {
+        return TestRun {
+            outcome: TestOutcome::Skipped,
+            lines: Vec::new(),
+            envelope: None,
+        };
+    }
+    let dispatch = bridge.map(|bridge| {
+        use tracing_subscriber::layer::SubscriberExt;
+        tracing::Dispatch::new(tracing_subscriber::registry().with(bridge.filtered()))
+    });
+    // The span must be created under the subscriber that will see its events.
+    let span = match &dispatch {
+        Some(dispatch) => tracing::dispatcher::with_default(dispatch, || {
+            process::reconcile_span(&received.message, attempt, &logger)
+        }),
+        None => process::reconcile_span(&received.message, attempt, &logger),
+    };
+    let Received {
+        message,
+        raw_resource,
+    } = received;
+    let run_id = message.run_id.clone();
+    let event = process::event(message, attempt);
+    let work = process::reconcile(driver, config, event, &logger).instrument(span);
+    let (outcome, counted) = match dispatch {
+        Some(dispatch) => {
+            use tracing::instrument::WithSubscriber;
+            work.with_subscriber(dispatch).await
+        }
+        None => work.await,
+    };
+    let (outcome, envelope) = match outcome {
+        Outcome::Publish(result) => {
+            let envelope = ResultEnvelope::new(
+                run_id,
+                raw_resource,
+                DriverResultEvent::new(result.clone(), &name),
+            );
+            let envelope = serde_json::to_value(&envelope).ok();
+            let panicked = counted == Counted::Panic;
+            (TestOutcome::Published { result, panicked }, envelope)
+        }
+        Outcome::Retry { delay, message } => (TestOutcome::Retry { delay, message }, None),
+    };
+    TestRun {
+        outcome,
+        lines: capture.lines(),
+        envelope,
+    }
+}
+
+/// What reconciling one event produced: the outcome, the log lines and the result envelope,
+/// as the runtime would publish them. The `assert_*` methods panic with a message showing the
+/// outcome and the log; they return `&Self` so they chain.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TestRun {
+    outcome: TestOutcome,
+    lines: Vec<LogLine>,
+    envelope: Option<Value>,
+}
+
+impl TestRun {
+    /// What the runtime would do.
+    pub fn outcome(&self) -> &TestOutcome {
+        &self.outcome
+    }
+
+    /// The result the runtime would publish, if it would publish one.
+    pub fn result(&self) -> Option<&DriverResult> {
+        match &self.outcome {
+            TestOutcome::Published { result, .. } => Some(result),
+            _ => None,
+        }
+    }
+
+    /// The result envelope exactly as it would be published to `pipelines.driver.result`.
+    pub fn envelope(&self) -> Option<&Value> {
+        self.envelope.as_ref()
+    }
+
+    /// The run's log lines, in order, as they would be published to `logs.<run_id>`.
+    pub fn lines(&self) -> &[LogLine] {
+        &self.lines
+    }
+
+    /// The messages of the log lines.
+    pub fn messages(&self) -> Vec<&str> {
+        self.lines.iter().map(|line| line.entry.message.as_str()).collect()
+    }
+
+    /// Whether `reconcile` panicked (the result is then a failure).
+    pub fn panicked(&self) -> bool {
+        matches!(self.outcome, TestOutcome::Published { panicked: true, .. })
+    }
+
+    fn fail(&self, expected: &str) -> ! {
+        panic!(
+            "expected {expected}, but the run {}\nlog:\n  {}",
+            self.outcome,
+            self.messages().join("\n  ")
+        )
+    }
+
+    /// Asserts a successful result.
+    #[track_caller]
+    pub fn assert_success(&self) -> &Self {
+        match self.result() {
+            Some(result) if result.success => self,
+            _ => self.fail("a successful result"),
+        }
+    }
+
+    /// Asserts a failed result (a panic included).
+    #[track_caller]
+    pub fn assert_failure(&self) -> &Self {
+        match self.result() {
+            Some(result) if !result.success => self,
+            _ => self.fail("a failed result"),
+        }
+    }
+
+    /// Asserts a failed result whose message contains `text`.
+    #[track_caller]
+    pub fn assert_failure_contains(&self, text: &str) -> &Self {
+        match self.result() {
+            Some(result) if !result.success && result.message.contains(text) => self,
+            _ => self.fail(&format!("a failed result containing {text:?}")),
+        }
+    }
+
+    /// Asserts that the event would be retried; returns the delay.
+    #[track_caller]
+    pub fn assert_retry(&self) -> Duration {
+        match &self.outcome {
+            TestOutcome::Retry { delay, .. } => *delay,
+            _ => self.fail("a retry"),
+        }
+    }
+
+    /// Asserts that a log line contains `text`.
+    #[track_caller]
+    pub fn assert_logged(&self, text: &str) -> &Self {
+        if self.lines.iter().any(|line| line.entry.message.contains(text)) {
+            self
+        } else {
+            self.fail(&format!("a log line containing {text:?}"))
+        }
+    }
+
+    /// Asserts that no log line contains `text`.
+    #[track_caller]
+    pub fn assert_not_logged(&self, text: &str) -> &Self {
+        if self.lines.iter().any(|line| line.entry.message.contains(text)) {
+            self.fail(&format!("no log line containing {text:?}"))
+        } else {
+            self
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ReconcileError, ReconcileResult};
+
+    /// Behaves as the spec says: `panic`, `fail`, `transient`, `trace` (a tracing event).
+    struct Scripted;
+
+    impl Driver for Scripted {
+        fn name(&self) -> String {
+            "scripted".into()
+        }
+        fn resources(&self) -> Vec<String> {
+            vec!["job".into()]
+        }
+        fn events(&self) -> Option<Vec<String>> {
+            Some(vec!["create".into(), "update".into()])
+        }
+        async fn reconcile(&self, event: Event, log: Logger) -> ReconcileResult {
+            let spec = &event.resource.spec;
+            log.log_with_labels("working", [("step", "one")]);
+            if spec["trace"] == true {
+                tracing::info!(target: "scripted_driver", n = 3, "from tracing");
+                tracing::debug!(target: "scripted_driver", "too fine to bridge");
+                tracing::info!(target: "conveyor_driver::internal", "runtime line");
+            }
+            if spec["panic"] == true {
+                panic!("boom");
+            }
+            if spec["fail"] == true {
+                return Err(ReconcileError::new("it failed"));
+            }
+            if spec["transient"] == true {
+                return Err(ReconcileError::transient("later").retry_after(Duration::from_secs(7)));
+            }
+            Ok(DriverResult::success("done").with_data(spec.clone()))
+        }
+    }
+
+    fn run(event: EventBuilder) -> TestRun {
+        Harness::new(Scripted).run_blocking(event)
+    }
+
+    #[test]
+    fn success_gives_the_envelope_and_wire_lines() {
+        let run = run(EventBuilder::new("job").name("a").pipeline("p").spec(serde_json::json!({"x": 1})));
+        run.assert_success().assert_logged("working").assert_not_logged("nothing");
+        let envelope = run.envelope().unwrap();
+        assert_eq!(envelope["event"], "driver.result");
+        assert_eq!(envelope["resource"]["name"], "a");
+        assert_eq!(envelope["driverresult"]["data"]["x"], 1);
+        assert_eq!(envelope["driverresult"]["driver"], "scripted");
+        let line = &run.lines()[0];
+        let json = line.json();
+        assert_eq!(json["runid"], envelope["run_id"]);
+        assert_eq!(json["pipeline"], "p");
+        assert_eq!(json["driver"], "scripted");
+        assert_eq!(line.headers(), [("Conveyor-Label-step".to_owned(), "one".to_owned())]);
+        assert!(!run.panicked());
+    }
+
+    #[test]
+    fn panics_and_errors_fail_like_the_runtime() {
+        let run = run(EventBuilder::new("job").spec(serde_json::json!({"panic": true})));
+        run.assert_failure_contains("reconcile panicked: boom");
+        assert!(run.panicked());
+        run.assert_failure();
+        self::run(EventBuilder::new("job").spec(serde_json::json!({"fail": true})))
+            .assert_failure_contains("it failed");
+    }
+
+    #[test]
+    fn transient_errors_retry_until_the_last_delivery() {
+        let spec = serde_json::json!({"transient": true});
+        let run = run(EventBuilder::new("job").spec(spec.clone()));
+        assert_eq!(run.assert_retry(), Duration::from_secs(7));
+        assert!(run.result().is_none() && run.envelope().is_none());
+        assert!(run.outcome().to_string().starts_with("would retry after 7s"), "{}", run.outcome());
+        run.assert_logged("attempt 1 of 5 failed");
+        self::run(EventBuilder::new("job").spec(spec).attempt(5))
+            .assert_failure_contains("gave up after 5 attempts");
+    }
+
+    #[test]
+    fn unhandled_events_are_skipped() {
+        let run = run(EventBuilder::new("job").event("delete"));
+        assert_eq!(run.outcome(), &TestOutcome::Skipped);
+        assert!(run.lines().is_empty());
+    }
+
+    #[test]
+    fn tracing_events_become_lines_but_not_the_runtimes() {
+        let run = run(EventBuilder::new("job").spec(serde_json::json!({"trace": true})));
+        run.assert_success()
+            .assert_logged("from tracing n=3")
+            .assert_not_logged("too fine")
+            .assert_not_logged("runtime line");
+        let bridged = run.lines().iter().find(|l| l.entry.message.contains("from tracing")).unwrap();
+        assert_eq!(bridged.label("level"), Some("INFO"));
+        assert_eq!(bridged.label("target"), Some("scripted_driver"));
+        // Logged exactly once (the bridge does not see the Logger's own mirror line).
+        assert_eq!(run.messages().iter().filter(|m| **m == "working").count(), 1);
+    }
+
+    #[test]
+    #[should_panic(expected = "expected a successful result, but the run failed: it failed")]
+    fn assertions_explain_themselves() {
+        run(EventBuilder::new("job").spec(serde_json::json!({"fail": true}))).assert_success();
+    }
+}
