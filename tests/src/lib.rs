@@ -692,21 +692,33 @@ pub struct Stored {
 /// Reads every message stored on `subject` in `stream` (e.g. results persisted in
 /// `pipeline-engine`), whatever the tap missed while disconnected.
 pub async fn stored(js: &jetstream::Context, stream: &str, subject: &str) -> Vec<Stored> {
+    try_stored(js, stream, subject)
+        .await
+        .unwrap_or_else(|err| panic!("reading {stream}: {err}"))
+}
+
+/// Like [`stored`], with an error instead of a panic when JetStream does not answer (e.g.
+/// while a cluster elects a new stream leader).
+pub async fn try_stored(
+    js: &jetstream::Context,
+    stream: &str,
+    subject: &str,
+) -> Result<Vec<Stored>, async_nats::Error> {
     // Read by sequence: a consumer would compete with others on a work-queue stream.
-    let mut stream = js.get_stream(stream).await.expect("stream exists");
-    let state = stream.info().await.expect("stream info").state.clone();
+    let mut stream = js.get_stream(stream).await?;
+    let state = stream.info().await?.state.clone();
     let mut values = Vec::new();
     for sequence in state.first_sequence..=state.last_sequence {
         let Ok(message) = stream.get_raw_message(sequence).await else {
             continue; // deleted or never stored
         };
         if message.subject.as_str() == subject {
-            let body = serde_json::from_slice(&message.payload).expect("stored JSON");
+            let body = serde_json::from_slice(&message.payload)?;
             let stored_at = message.time.unix_timestamp_nanos();
             values.push(Stored { body, stored_at });
         }
     }
-    values
+    Ok(values)
 }
 
 pub mod api_server;

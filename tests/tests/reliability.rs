@@ -15,11 +15,14 @@ async fn wait_for_stored_results(
 ) -> usize {
     let deadline = tokio::time::Instant::now() + patience;
     loop {
+        // While the cluster elects leaders, reads may fail: that is "not yet".
         let stored = tokio::time::timeout(
             Duration::from_secs(10),
-            stored(&conveyor.js, "pipeline-engine", "pipelines.driver.result"),
+            try_stored(&conveyor.js, "pipeline-engine", "pipelines.driver.result"),
         )
         .await
+        .ok()
+        .and_then(Result::ok)
         .unwrap_or_default();
         let done: HashSet<&str> = stored
             .iter()
