@@ -14,6 +14,9 @@ mod raw;
 mod runtime;
 
 use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -273,21 +276,19 @@ async fn setup() -> Result<Setup, BoxError> {
     })
 }
 
-/// Publishes `count` DriverMessages, payload as a string, pipelining the PubAcks; returns the
-/// run ids with their publish times.
-async fn publish(conveyor: &Conveyor, count: usize, work_ms: u64) -> Result<Vec<String>, BoxError> {
-    let mut runs = Vec::with_capacity(count);
+/// How many published events may wait unprocessed. JetStream serves a consumer much more
+/// slowly with a deep backlog (measured here: 20 000 queued events cut both drivers to a few
+/// hundred events/s), which would measure the server instead of the driver; so events are fed
+/// while the driver runs, never more than this far ahead of the results.
+const BACKLOG: usize = 1000;
+
+/// Publishes events `range` as DriverMessages (payload as a string), pipelining the PubAcks.
+async fn publish_range(js: &async_nats::jetstream::Context, range: Range<usize>, work_ms: u64) -> Result<(), BoxError> {
     let mut acks = Vec::new();
-    for i in 0..count {
-        let (run_id, body) = message(i, work_ms);
-        acks.push(
-            conveyor
-                .js
-                .publish(format!("resources.{DRIVER}"), body.into())
-                .await?,
-        );
-        runs.push(run_id);
-        if acks.len() == 512 {
+    for i in range {
+        let (_, body) = message(i, work_ms);
+        acks.push(js.publish(format!("resources.{DRIVER}"), body.into()).await?);
+        if acks.len() == 256 {
             for ack in acks.drain(..) {
                 ack.await?;
             }
@@ -296,7 +297,53 @@ async fn publish(conveyor: &Conveyor, count: usize, work_ms: u64) -> Result<Vec<
     for ack in acks {
         ack.await?;
     }
-    Ok(runs)
+    Ok(())
+}
+
+/// Publishes the first [`BACKLOG`] of `count` events, starts the drivers with `start`, feeds the
+/// rest as results come in, and returns the time from the start to the last result (and what
+/// `start` returned).
+async fn drive<T>(
+    setup: &mut Setup,
+    count: usize,
+    work_ms: u64,
+    start: impl FnOnce() -> Result<T, BoxError>,
+    mut on_result: impl FnMut(usize, &T),
+) -> Result<(Duration, T), BoxError> {
+    let first = count.min(BACKLOG);
+    publish_range(&setup.conveyor.js, 0..first, work_ms).await?;
+    let started = Instant::now();
+    let drivers = start()?;
+    let seen = Arc::new(AtomicUsize::new(0));
+    let feeder = {
+        let (js, seen) = (setup.conveyor.js.clone(), Arc::clone(&seen));
+        tokio::spawn(async move {
+            let mut next = first;
+            while next < count {
+                let allowed = (seen.load(Ordering::Relaxed) + BACKLOG).min(count);
+                if next >= allowed {
+                    tokio::time::sleep(Duration::from_micros(200)).await;
+                    continue;
+                }
+                let upto = allowed.min(next + 256);
+                publish_range(&js, next..upto, work_ms).await?;
+                next = upto;
+            }
+            Ok::<(), BoxError>(())
+        })
+    };
+    for done in 1..=count {
+        match tokio::time::timeout(Duration::from_secs(60), setup.results.next()).await {
+            Ok(Some(_)) => {
+                seen.store(done, Ordering::Relaxed);
+                on_result(done, &drivers);
+            }
+            _ => return Err(format!("only {} of {count} results arrived", done - 1).into()),
+        }
+    }
+    let elapsed = started.elapsed();
+    feeder.await??;
+    Ok((elapsed, drivers))
 }
 
 fn message(i: usize, work_ms: u64) -> (String, Vec<u8>) {
@@ -370,36 +417,17 @@ fn proc_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-async fn wait_for_results(
-    results: &mut async_nats::Subscriber,
-    count: usize,
-) -> Result<(), BoxError> {
-    let mut seen = 0;
-    while seen < count {
-        match tokio::time::timeout(Duration::from_secs(60), results.next()).await {
-            Ok(Some(_)) => seen += 1,
-            _ => return Err(format!("only {seen} of {count} results arrived").into()),
-        }
-    }
-    Ok(())
-}
 
 async fn measure(kind: Kind, scenario: &Scenario) -> Result<Sample, BoxError> {
     let mut setup = setup().await?;
-    publish(&setup.conveyor, scenario.events, scenario.work_ms).await?;
-    let started = Instant::now();
-    let children = (0..scenario.instances)
-        .map(|_| {
-            spawn_driver(
-                kind,
-                &setup.server.url(),
-                scenario.concurrency,
-                scenario.work_ms,
-            )
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    wait_for_results(&mut setup.results, scenario.events).await?;
-    let elapsed = started.elapsed();
+    let url = setup.server.url();
+    let start = || {
+        (0..scenario.instances)
+            .map(|_| spawn_driver(kind, &url, scenario.concurrency, scenario.work_ms))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(BoxError::from)
+    };
+    let (elapsed, children) = drive(&mut setup, scenario.events, scenario.work_ms, start, |_, _| {}).await?;
     let peak_rss_kib = children
         .iter()
         .map(|c| proc_kib(c.id(), "VmHWM:"))
@@ -476,24 +504,17 @@ async fn idle_rss(kind: Kind) -> Result<u64, BoxError> {
 /// and prints the samples at each tenth of the run.
 async fn soak(count: usize) -> Result<(), BoxError> {
     let mut setup = setup().await?;
-    publish(&setup.conveyor, count, 0).await?;
-    let child = spawn_driver(Kind::Runtime, &setup.server.url(), 64, 0)?;
+    let url = setup.server.url();
     let mut samples = Vec::new();
-    let mut seen = 0;
-    while seen < count {
-        match tokio::time::timeout(Duration::from_secs(60), setup.results.next()).await {
-            Ok(Some(_)) => seen += 1,
-            _ => return Err(format!("soak: only {seen} of {count} results arrived").into()),
+    let start = || spawn_driver(Kind::Runtime, &url, 64, 0).map_err(BoxError::from);
+    let sample = |done: usize, child: &Child| {
+        if done % (count / 10).max(1) == 0 {
+            samples.push((done, proc_kib(child.id(), "VmRSS:")));
         }
-        if seen % (count / 10).max(1) == 0 {
-            samples.push((seen, proc_kib(child.id(), "VmRSS:")));
-        }
-    }
+    };
+    let (_, child) = drive(&mut setup, count, 0, start, sample).await?;
     stop(child)?;
-    let line: Vec<String> = samples
-        .iter()
-        .map(|(n, kib)| format!("{n}: {} MiB", mib(*kib)))
-        .collect();
+    let line: Vec<String> = samples.iter().map(|(n, kib)| format!("{n}: {} MiB", mib(*kib))).collect();
     println!("runtime RSS over a {count}-event run: {}", line.join(", "));
     Ok(())
 }

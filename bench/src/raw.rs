@@ -43,11 +43,8 @@ pub async fn run(url: &str, concurrency: usize, work_ms: u64) -> Result<(), BoxE
     let client = async_nats::connect(url).await?;
     let js = jetstream::new(client.clone());
     let consumer = bind(&js).await?;
-    let messages = consumer
-        .stream()
-        .max_messages_per_batch(concurrency)
-        .messages()
-        .await?;
+    // async-nats' default pull stream (it prefetches a batch of messages).
+    let messages = consumer.messages().await?;
     let work = messages.for_each_concurrent(concurrency, |message| {
         let (client, js) = (client.clone(), js.clone());
         async move {
