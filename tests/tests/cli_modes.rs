@@ -6,13 +6,19 @@ use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use conveyor_driver_tests::process::{command, DriverProcess};
-use conveyor_driver_tests::{assert_schema, resource, Conveyor, NatsServer, Payload, Seen, PATIENCE};
+use conveyor_driver_tests::{
+    assert_schema, resource, Conveyor, NatsServer, Payload, Seen, PATIENCE,
+};
 use serde_json::{json, Value};
 
 fn echo(args: &[&str], stdin: Option<&str>) -> Output {
     let mut child = command("echo")
         .args(args)
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -38,14 +44,24 @@ fn invoke(body: &Value) -> Output {
 fn message(spec: Value, string_payload: bool) -> (Value, String) {
     let res = resource("echo-resource", "inv", spec);
     let run_id = uuid::Uuid::new_v4().to_string();
-    let payload = if string_payload { Value::String(res.to_string()) } else { res };
-    (json!({"event": "create", "payload": payload, "id": "m-1", "run_id": run_id}), run_id)
+    let payload = if string_payload {
+        Value::String(res.to_string())
+    } else {
+        res
+    };
+    (
+        json!({"event": "create", "payload": payload, "id": "m-1", "run_id": run_id}),
+        run_id,
+    )
 }
 
 fn parse_envelope(out: &Output) -> Value {
     let stdout = text(&out.stdout);
     serde_json::from_str(stdout.trim()).unwrap_or_else(|err| {
-        panic!("stdout is not one JSON envelope ({err}):\n{stdout}\nstderr:\n{}", text(&out.stderr))
+        panic!(
+            "stdout is not one JSON envelope ({err}):\n{stdout}\nstderr:\n{}",
+            text(&out.stderr)
+        )
     })
 }
 
@@ -59,20 +75,35 @@ fn invoke_prints_the_log_and_the_envelope_and_exits_by_outcome() {
     let envelope = parse_envelope(&out);
     assert_schema_envelope(&envelope);
     assert_eq!(envelope["run_id"], run_id.as_str());
-    assert_eq!(envelope["resource"], serde_json::from_str::<Value>(body["payload"].as_str().unwrap()).unwrap());
+    assert_eq!(
+        envelope["resource"],
+        serde_json::from_str::<Value>(body["payload"].as_str().unwrap()).unwrap()
+    );
     assert_eq!(envelope["driverresult"]["success"], true);
     assert_eq!(envelope["driverresult"]["data"], spec);
     // Log lines on stderr, as their wire JSON bodies; the bridged tracing event with labels.
     let lines: Vec<Value> = stderr
         .lines()
-        .filter_map(|l| serde_json::Deserializer::from_str(l).into_iter::<Value>().next()?.ok())
+        .filter_map(|l| {
+            serde_json::Deserializer::from_str(l)
+                .into_iter::<Value>()
+                .next()?
+                .ok()
+        })
         .collect();
-    let first = lines.iter().find(|l| l["message"].as_str().is_some_and(|m| m.contains("create event for inv")));
+    let first = lines.iter().find(|l| {
+        l["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("create event for inv"))
+    });
     let first = first.unwrap_or_else(|| panic!("no log line for the event:\n{stderr}"));
     assert_schema("log", first);
     assert_eq!(first["runid"], run_id.as_str());
     assert!(stderr.contains("echo: traced resource=inv"), "{stderr}");
-    assert!(stderr.contains(r#""Conveyor-Label-level":"INFO""#), "{stderr}");
+    assert!(
+        stderr.contains(r#""Conveyor-Label-level":"INFO""#),
+        "{stderr}"
+    );
     assert!(!stderr.contains("too fine"), "{stderr}");
 
     // Payload as an object; a failing run exits 1 with the failed envelope.
@@ -81,13 +112,20 @@ fn invoke_prints_the_log_and_the_envelope_and_exits_by_outcome() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     let envelope = parse_envelope(&out);
     assert_eq!(envelope["driverresult"]["success"], false);
-    assert!(text(&out.stderr).contains("failed: echo asked to fail"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("failed: echo asked to fail"),
+        "{}",
+        text(&out.stderr)
+    );
 
     // A panic is a failed result too.
     let (body, _) = message(json!({"panic": true}), true);
     let out = invoke(&body);
     assert_eq!(out.status.code(), Some(1));
-    assert!(parse_envelope(&out)["driverresult"]["message"].as_str().unwrap().contains("panicked"));
+    assert!(parse_envelope(&out)["driverresult"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("panicked"));
 }
 
 fn assert_schema_envelope(envelope: &Value) {
@@ -107,18 +145,28 @@ fn invoke_reads_a_bare_resource_from_stdin_and_rejects_bad_input() {
 
     for (input, expected) in [
         ("{not json", "not JSON"),
-        (r#"{"event":"create","payload":{},"id":"1","run_id":"run-7"}"#, "run_id"),
+        (
+            r#"{"event":"create","payload":{},"id":"1","run_id":"run-7"}"#,
+            "run_id",
+        ),
         (r#"{"hello":"world"}"#, "neither a DriverMessage"),
     ] {
         let out = echo(&["invoke", "-"], Some(input));
         let stderr = text(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{input}: {stderr}");
-        assert!(stderr.contains("bad input") && stderr.contains(expected), "{input}: {stderr}");
+        assert!(
+            stderr.contains("bad input") && stderr.contains(expected),
+            "{input}: {stderr}"
+        );
         assert!(out.stdout.is_empty());
     }
     let out = echo(&["invoke", "/nonexistent/event.json"], None);
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("cannot read"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("cannot read"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -131,7 +179,13 @@ fn describe_prints_the_wire_contract_without_connecting() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let doc: Value = serde_json::from_slice(&out.stdout).expect("describe prints JSON");
     assert_eq!(doc["driver"], "echo");
-    assert_eq!(doc["filter_subjects"], json!(["resources.echo-resource", "drivers.echo.resources.echo-resource"]));
+    assert_eq!(
+        doc["filter_subjects"],
+        json!([
+            "resources.echo-resource",
+            "drivers.echo.resources.echo-resource"
+        ])
+    );
     assert_eq!(doc["events"], Value::Null);
     let consumer = &doc["consumer"]["config"];
     assert_eq!(doc["consumer"]["stream"], "messages");
@@ -139,8 +193,16 @@ fn describe_prints_the_wire_contract_without_connecting() {
     assert_eq!(consumer["ack_policy"], "explicit");
     assert_eq!(doc["retry"]["max_deliver"], 7);
     assert_eq!(doc["emits"]["result"]["subject"], "pipelines.driver.result");
-    for pointer in ["/consumes/message", "/consumes/resource", "/emits/logs/schema", "/emits/result/driver_result_event"] {
-        assert!(doc.pointer(pointer).is_some_and(Value::is_object), "{pointer} missing: {doc:#}");
+    for pointer in [
+        "/consumes/message",
+        "/consumes/resource",
+        "/emits/logs/schema",
+        "/emits/result/driver_result_event",
+    ] {
+        assert!(
+            doc.pointer(pointer).is_some_and(Value::is_object),
+            "{pointer} missing: {doc:#}"
+        );
     }
 }
 
@@ -153,13 +215,20 @@ async fn register_creates_the_consumer_so_early_events_are_kept() {
         .env("CONVEYOR_NATS_URL", server.url())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
     let info = conveyor.consumer("echo").await;
     assert_eq!(info.config.durable_name.as_deref(), Some("echo"));
 
     // Published while no instance runs: kept thanks to the registered consumer.
     let res = resource("echo-resource", "early", json!({"early": true}));
-    let run_id = conveyor.publish("resources.echo-resource", "create", &res, Payload::String).await;
+    let run_id = conveyor
+        .publish("resources.echo-resource", "create", &res, Payload::String)
+        .await;
     let mut tap = conveyor.tap().await;
     let _driver = DriverProcess::start("echo", &server, 1);
     let result = tap.result(&run_id).await;
@@ -167,7 +236,11 @@ async fn register_creates_the_consumer_so_early_events_are_kept() {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 async fn get(url: &str) -> Option<(u16, String)> {
@@ -201,23 +274,40 @@ async fn metrics_and_health_endpoints_count_outcomes() {
     let url = server.url();
     let driver = DriverProcess::start_with(
         "echo",
-        &[("CONVEYOR_NATS_URL", &url), ("CONVEYOR_METRICS_ADDR", &addr)],
+        &[
+            ("CONVEYOR_NATS_URL", &url),
+            ("CONVEYOR_METRICS_ADDR", &addr),
+        ],
         &[],
     );
     let base = format!("http://{addr}");
-    poll(&format!("{base}/readyz"), "readiness", |status, _| status == 200).await;
-    assert_eq!(get(&format!("{base}/healthz")).await.map(|r| r.0), Some(200));
+    poll(&format!("{base}/readyz"), "readiness", |status, _| {
+        status == 200
+    })
+    .await;
+    assert_eq!(
+        get(&format!("{base}/healthz")).await.map(|r| r.0),
+        Some(200)
+    );
     let mut tap = conveyor.tap().await;
 
-    let ok = conveyor.create("echo-resource", "ok", json!({"trace": true})).await;
-    let failing = conveyor.create("echo-resource", "bad", json!({"fail": true})).await;
-    conveyor.publish_raw("resources.echo-resource", b"{not a message".to_vec()).await;
+    let ok = conveyor
+        .create("echo-resource", "ok", json!({"trace": true}))
+        .await;
+    let failing = conveyor
+        .create("echo-resource", "bad", json!({"fail": true}))
+        .await;
+    conveyor
+        .publish_raw("resources.echo-resource", b"{not a message".to_vec())
+        .await;
     assert_eq!(tap.result(&ok).await["driverresult"]["success"], true);
     assert_eq!(tap.result(&failing).await["driverresult"]["success"], false);
 
-    let metrics = poll(&format!("{base}/metrics"), "the poison message to be counted", |status, body| {
-        status == 200 && body.contains("conveyor_driver_poison_messages_total 1")
-    })
+    let metrics = poll(
+        &format!("{base}/metrics"),
+        "the poison message to be counted",
+        |status, body| status == 200 && body.contains("conveyor_driver_poison_messages_total 1"),
+    )
     .await;
     for expected in [
         r#"conveyor_driver_reconciles_total{outcome="success"} 1"#,
@@ -230,7 +320,10 @@ async fn metrics_and_health_endpoints_count_outcomes() {
         "conveyor_driver_log_publish_failures_total 0",
         "conveyor_driver_consumer_pending",
     ] {
-        assert!(metrics.contains(expected), "missing {expected:?} in:\n{metrics}");
+        assert!(
+            metrics.contains(expected),
+            "missing {expected:?} in:\n{metrics}"
+        );
     }
     if std::env::var_os("SHOW_METRICS").is_some() {
         eprintln!("{metrics}");
@@ -238,26 +331,63 @@ async fn metrics_and_health_endpoints_count_outcomes() {
 
     // The tracing bridge, end to end: the traced event is a line of its run, with labels;
     // the runtime's own events are not.
-    let lines: Vec<&Seen> = tap.seen.iter().filter(|s| s.subject == format!("logs.{ok}")).collect();
+    let lines: Vec<&Seen> = tap
+        .seen
+        .iter()
+        .filter(|s| s.subject == format!("logs.{ok}"))
+        .collect();
     let traced = lines
         .iter()
-        .find(|s| s.body["message"].as_str().is_some_and(|m| m.contains("echo: traced resource=ok")))
+        .find(|s| {
+            s.body["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("echo: traced resource=ok"))
+        })
         .unwrap_or_else(|| panic!("bridged line missing: {lines:?}"));
     assert_schema("log", &traced.body);
-    assert_eq!(traced.headers.get("Conveyor-Label-level").map(String::as_str), Some("INFO"));
-    assert_eq!(traced.headers.get("Conveyor-Label-target").map(String::as_str), Some("echo"));
+    assert_eq!(
+        traced
+            .headers
+            .get("Conveyor-Label-level")
+            .map(String::as_str),
+        Some("INFO")
+    );
+    assert_eq!(
+        traced
+            .headers
+            .get("Conveyor-Label-target")
+            .map(String::as_str),
+        Some("echo")
+    );
     for line in &lines {
         let message = line.body["message"].as_str().unwrap_or_default();
         assert!(!message.contains("too fine"), "DEBUG bridged: {message}");
-        assert!(!message.contains("result published"), "runtime log bridged: {message}");
-        assert!(line.headers.get("Conveyor-Label-target").is_none_or(|t| !t.starts_with("conveyor_driver")));
+        assert!(
+            !message.contains("result published"),
+            "runtime log bridged: {message}"
+        );
+        assert!(line
+            .headers
+            .get("Conveyor-Label-target")
+            .is_none_or(|t| !t.starts_with("conveyor_driver")));
     }
     let echo_line = "echo: create event for ok";
-    assert_eq!(lines.iter().filter(|s| s.body["message"] == echo_line).count(), 1, "{lines:?}");
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|s| s.body["message"] == echo_line)
+            .count(),
+        1,
+        "{lines:?}"
+    );
     // The local output keeps the event (read by a background thread: give it time).
     let deadline = std::time::Instant::now() + PATIENCE;
     while !driver.output().contains("echo: traced") {
-        assert!(std::time::Instant::now() < deadline, "local output lacks the event:\n{}", driver.output());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "local output lacks the event:\n{}",
+            driver.output()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

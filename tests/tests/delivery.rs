@@ -4,8 +4,17 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use conveyor_driver::Config;
 use conveyor_driver_tests::*;
 use serde_json::{json, Value};
+
+/// A `builder` test driver running with `config`, its consumer bound.
+async fn builder(conveyor: &Conveyor, config: Config) -> (TestDriver, Running) {
+    let driver = TestDriver::new("builder", &["build"]);
+    let running = run(driver.clone(), config);
+    conveyor.wait_for_consumer("builder").await;
+    (driver, running)
+}
 
 async fn start(server: &NatsServer) -> (Conveyor, Tap) {
     init_tracing();
@@ -111,9 +120,7 @@ async fn retries_survive_a_restart_of_the_driver() {
             .max_deliver(3)
             .retry_backoff(Duration::from_millis(500), Duration::from_secs(5))
     };
-    let first = TestDriver::new("builder", &["build"]);
-    let running = run(first.clone(), config());
-    conveyor.wait_for_consumer("builder").await;
+    let (first, running) = builder(&conveyor, config()).await;
     let run_id = conveyor
         .create("build", "a", json!({"transient_until": 99}))
         .await;
@@ -147,9 +154,7 @@ async fn retries_survive_a_restart_of_the_driver() {
 async fn reconciles_run_concurrently_up_to_the_limit() {
     let server = NatsServer::start();
     let (conveyor, mut tap) = start(&server).await;
-    let driver = TestDriver::new("builder", &["build"]);
-    let running = run(driver.clone(), test_config(&server).concurrency(8));
-    conveyor.wait_for_consumer("builder").await;
+    let (driver, running) = builder(&conveyor, test_config(&server).concurrency(8)).await;
 
     let started = Instant::now();
     let mut runs = Vec::new();
@@ -203,9 +208,7 @@ async fn reconciles_run_concurrently_up_to_the_limit() {
 async fn events_of_one_resource_run_one_at_a_time_in_arrival_order() {
     let server = NatsServer::start();
     let (conveyor, mut tap) = start(&server).await;
-    let driver = TestDriver::new("builder", &["build"]);
-    let running = run(driver.clone(), test_config(&server).concurrency(8));
-    conveyor.wait_for_consumer("builder").await;
+    let (driver, running) = builder(&conveyor, test_config(&server).concurrency(8)).await;
 
     let mut same = Vec::new();
     for i in 0..6 {
@@ -301,9 +304,7 @@ async fn two_instances_share_one_consumer_and_each_event_gets_one_result() {
 async fn an_event_of_a_dropped_instance_is_redelivered_and_completed_by_another() {
     let server = NatsServer::start();
     let (conveyor, mut tap) = start(&server).await;
-    let doomed = TestDriver::new("builder", &["build"]);
-    let running = run(doomed.clone(), test_config(&server));
-    conveyor.wait_for_consumer("builder").await;
+    let (doomed, running) = builder(&conveyor, test_config(&server)).await;
     let run_id = conveyor
         .create("build", "a", json!({"sleep_ms": 3000}))
         .await;
@@ -363,9 +364,7 @@ async fn long_reconciles_are_kept_alive_with_in_progress_acks() {
 async fn graceful_shutdown_finishes_events_in_flight() {
     let server = NatsServer::start();
     let (conveyor, mut tap) = start(&server).await;
-    let driver = TestDriver::new("builder", &["build"]);
-    let running = run(driver.clone(), test_config(&server).concurrency(4));
-    conveyor.wait_for_consumer("builder").await;
+    let (driver, running) = builder(&conveyor, test_config(&server).concurrency(4)).await;
     let mut runs = Vec::new();
     for i in 0..3 {
         let resource = resource("build", &format!("app-{i}"), json!({"sleep_ms": 1500}));
@@ -439,9 +438,7 @@ async fn shutdown_timeout_hands_unfinished_events_to_another_instance_at_once() 
 async fn a_nats_server_restart_mid_run_loses_no_event() {
     let mut server = NatsServer::start();
     let (conveyor, _tap) = start(&server).await;
-    let driver = TestDriver::new("builder", &["build"]);
-    let running = run(driver.clone(), test_config(&server).concurrency(4));
-    conveyor.wait_for_consumer("builder").await;
+    let (_driver, running) = builder(&conveyor, test_config(&server).concurrency(4)).await;
     let mut runs = Vec::new();
     for i in 0..20 {
         let resource = resource("build", &format!("app-{i}"), json!({"sleep_ms": 200}));
@@ -517,9 +514,7 @@ async fn create_streams_opt_in_creates_the_server_streams() {
     init_tracing();
     let server = NatsServer::start();
     let conveyor = Conveyor::connect(&server).await;
-    let driver = TestDriver::new("builder", &["build"]);
-    let running = run(driver.clone(), test_config(&server).create_streams(true));
-    conveyor.wait_for_consumer("builder").await;
+    let (_driver, running) = builder(&conveyor, test_config(&server).create_streams(true)).await;
     for (name, subjects) in [
         ("messages", vec!["resources.>", "events.>", "drivers.>"]),
         ("pipeline-engine", vec!["pipelines.>"]),
