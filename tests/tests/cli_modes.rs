@@ -305,8 +305,13 @@ async fn metrics_and_health_endpoints_count_outcomes() {
 
     let metrics = poll(
         &format!("{base}/metrics"),
-        "the poison message to be counted",
-        |status, body| status == 200 && body.contains("conveyor_driver_poison_messages_total 1"),
+        "the poison message to be counted and the events settled",
+        // The result is seen before its event is acked and leaves the in-flight gauge.
+        |status, body| {
+            status == 200
+                && body.contains("conveyor_driver_poison_messages_total 1")
+                && body.contains("conveyor_driver_in_flight 0")
+        },
     )
     .await;
     for expected in [

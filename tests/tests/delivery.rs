@@ -448,7 +448,15 @@ async fn a_nats_server_restart_mid_run_loses_no_event() {
                 .await,
         );
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Acked once the result is stored (the ack follows the PubAck; allow it to arrive).
+    let deadline = Instant::now() + PATIENCE;
+    while conveyor.consumer("builder").await.num_ack_pending != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "not acked after its result was stored"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     server.restart();
 
     // Results are read from the pipeline-engine stream: nothing published is missed.
@@ -472,7 +480,15 @@ async fn a_nats_server_restart_mid_run_loses_no_event() {
         if runs.iter().all(|r| by_run.contains_key(r)) {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Acked once the result is stored (the ack follows the PubAck; allow it to arrive).
+        let deadline = Instant::now() + PATIENCE;
+        while conveyor.consumer("builder").await.num_ack_pending != 0 {
+            assert!(
+                Instant::now() < deadline,
+                "not acked after its result was stored"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
     let missing: Vec<&String> = runs.iter().filter(|r| !by_run.contains_key(*r)).collect();
     assert!(
@@ -566,12 +582,15 @@ async fn results_that_cannot_be_published_are_naked_until_the_stream_is_back() {
     .expect("the result is stored once the stream is back");
     assert_eq!(stored.len(), 1, "exactly one result stored");
     assert_eq!(stored[0].body["run_id"], run_id.as_str());
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let info = conveyor.consumer("builder").await;
-    assert_eq!(
-        info.num_ack_pending, 0,
-        "acked once the result is stored: {info:?}"
-    );
+    // Acked once the result is stored (the ack follows the PubAck; allow it to arrive).
+    let deadline = Instant::now() + PATIENCE;
+    while conveyor.consumer("builder").await.num_ack_pending != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "not acked after its result was stored"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     running.stop().await.unwrap();
 }
 
