@@ -736,7 +736,7 @@ mod driver {
     use serde_json::Value;
 
     /// A driver steered by the resource spec, recording every call:
-    /// `{"sleep_ms": n}` sleeps; `{"panic": true}` panics; `{"fail": true}` returns a failed
+    /// `{"hold": true}` waits until [`TestDriver::release`]; `{"sleep_ms": n}` sleeps; `{"panic": true}` panics; `{"fail": true}` returns a failed
     /// result; `{"error": "..."}` a permanent error; `{"transient_until": n}` a transient error
     /// on attempts below n (`"retry_after_ms"` sets its delay); `{"lines": n}` logs n extra lines.
     /// Otherwise success with the spec as data.
@@ -753,6 +753,16 @@ mod driver {
         calls: Mutex<Vec<Call>>,
         in_flight: AtomicUsize,
         peak: AtomicUsize,
+        /// Closed by `release`; held reconciles wait on it until then.
+        gate: Gate,
+    }
+
+    struct Gate(tokio::sync::Semaphore);
+
+    impl Default for Gate {
+        fn default() -> Self {
+            Self(tokio::sync::Semaphore::new(0))
+        }
     }
 
     /// One reconcile call as the driver saw it.
@@ -798,6 +808,11 @@ mod driver {
                 .into_iter()
                 .filter(|c| c.run_id == run_id)
                 .collect()
+        }
+
+        /// Lets every held reconcile (`{"hold": true}`) go on, now and from now on.
+        pub fn release(&self) {
+            self.state.gate.0.close();
         }
 
         /// The most reconciles that ran at once.
@@ -852,6 +867,10 @@ mod driver {
             );
             for i in 0..spec["lines"].as_u64().unwrap_or(0) {
                 log.log(format!("line {i}"));
+            }
+            if spec["hold"] == Value::Bool(true) {
+                // Fails only once closed, which is the release.
+                let _released = self.state.gate.0.acquire().await;
             }
             if let Some(ms) = spec["sleep_ms"].as_u64() {
                 tokio::time::sleep(Duration::from_millis(ms)).await;
