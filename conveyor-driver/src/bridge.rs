@@ -32,8 +32,8 @@ use std::fmt::Write as _;
 
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id};
-use tracing::{Event, Level, Subscriber};
 use tracing::Metadata;
+use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::filter::{Filtered, Targets};
 use tracing_subscriber::layer::{Context, Filter};
 use tracing_subscriber::registry::LookupSpan;
@@ -103,7 +103,6 @@ impl RunLogLayer {
         };
         tracing_subscriber::Layer::with_filter(self, filter)
     }
-
 }
 
 /// Whether an event with `metadata` becomes a run log line.

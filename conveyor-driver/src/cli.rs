@@ -107,11 +107,23 @@ pub struct Args {
     pub shutdown_timeout: Option<Duration>,
 
     /// Client certificate (PEM) for mutual TLS to NATS; needs --tls-key
-    #[arg(long, global = true, env = "CONVEYOR_TLS_CERT", value_name = "PEM", requires = "tls_key")]
+    #[arg(
+        long,
+        global = true,
+        env = "CONVEYOR_TLS_CERT",
+        value_name = "PEM",
+        requires = "tls_key"
+    )]
     pub tls_cert: Option<PathBuf>,
 
     /// Private key (PEM) of the client certificate; needs --tls-cert
-    #[arg(long, global = true, env = "CONVEYOR_TLS_KEY", value_name = "PEM", requires = "tls_cert")]
+    #[arg(
+        long,
+        global = true,
+        env = "CONVEYOR_TLS_KEY",
+        value_name = "PEM",
+        requires = "tls_cert"
+    )]
     pub tls_key: Option<PathBuf>,
 
     /// CA certificate (PEM) the NATS server's certificate must chain to
@@ -128,7 +140,12 @@ pub struct Args {
     pub log_format: LogFormat,
 
     /// Serve Prometheus metrics and health checks on this address, e.g. 0.0.0.0:9090
-    #[arg(long, global = true, env = "CONVEYOR_METRICS_ADDR", value_name = "ADDR")]
+    #[arg(
+        long,
+        global = true,
+        env = "CONVEYOR_METRICS_ADDR",
+        value_name = "ADDR"
+    )]
     pub metrics_addr: Option<SocketAddr>,
 
     /// tracing events bridged into run logs, e.g. `my_driver=debug,reqwest=info` or `off`
@@ -249,7 +266,9 @@ fn parse_count<T: std::str::FromStr + PartialOrd + From<u8>>(value: &str) -> Res
 fn parse_targets(value: &str) -> Result<String, String> {
     match value.trim().parse::<Targets>() {
         Ok(_) => Ok(value.trim().to_owned()),
-        Err(err) => Err(format!("expected targets such as my_driver=debug,reqwest=info ({err})")),
+        Err(err) => Err(format!(
+            "expected targets such as my_driver=debug,reqwest=info ({err})"
+        )),
     }
 }
 
@@ -259,7 +278,8 @@ fn parse_duration(value: &str) -> Result<Duration, String> {
     if let Ok(seconds) = value.parse::<u64>() {
         return Ok(Duration::from_secs(seconds));
     }
-    humantime::parse_duration(value).map_err(|err| format!("expected a duration such as 500ms, 30s or 2m ({err})"))
+    humantime::parse_duration(value)
+        .map_err(|err| format!("expected a duration such as 500ms, 30s or 2m ({err})"))
 }
 
 /// Runs `driver` as a program: parses the command line (exiting on `--help`, `--version` and
@@ -313,7 +333,10 @@ fn main<D: Driver>(driver: D, version: &'static str, default_run_log: RunLogLaye
         "Conveyor CI driver `{name}`, reconciling resources of type {}",
         driver.resources().join(", ")
     );
-    let command = Args::command().name(name.clone()).version(version).about(about);
+    let command = Args::command()
+        .name(name.clone())
+        .version(version)
+        .about(about);
     let args = match Args::from_arg_matches(&command.get_matches()) {
         Ok(args) => args,
         Err(err) => err.exit(),
@@ -352,7 +375,8 @@ pub fn run_with<D: Driver>(driver: D, args: Args) -> Result<(), CliError> {
         Mode::Describe => {
             let manager = DriverManager::new(driver, config)?;
             let schema = manager_spec_schema(&manager);
-            let text = serde_json::to_string_pretty(&describe(&manager, schema)).unwrap_or_default();
+            let text =
+                serde_json::to_string_pretty(&describe(&manager, schema)).unwrap_or_default();
             println!("{text}");
             return Ok(());
         }
@@ -377,11 +401,23 @@ fn manager_spec_schema<D: Driver>(manager: &DriverManager<D>) -> Value {
 
 /// The embedded JSON schemas of the protocol.
 const SCHEMAS: [(&str, &str); 5] = [
-    ("driver-message", include_str!("../../spec/schemas/driver-message.schema.json")),
-    ("resource", include_str!("../../spec/schemas/resource.schema.json")),
+    (
+        "driver-message",
+        include_str!("../../spec/schemas/driver-message.schema.json"),
+    ),
+    (
+        "resource",
+        include_str!("../../spec/schemas/resource.schema.json"),
+    ),
     ("log", include_str!("../../spec/schemas/log.schema.json")),
-    ("driver-result", include_str!("../../spec/schemas/driver-result.schema.json")),
-    ("driver-result-event", include_str!("../../spec/schemas/driver-result-event.schema.json")),
+    (
+        "driver-result",
+        include_str!("../../spec/schemas/driver-result.schema.json"),
+    ),
+    (
+        "driver-result-event",
+        include_str!("../../spec/schemas/driver-result-event.schema.json"),
+    ),
 ];
 
 fn schema(name: &str) -> Value {
@@ -452,8 +488,8 @@ fn read_event(input: &std::path::Path) -> Result<Received, CliError> {
 }
 
 fn parse_event(body: &[u8]) -> Result<Received, CliError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|err| CliError::Input(format!("not JSON: {err}")))?;
+    let value: Value =
+        serde_json::from_slice(body).map_err(|err| CliError::Input(format!("not JSON: {err}")))?;
     if value.get("payload").is_some() {
         return Received::parse(body).map_err(|err| CliError::Input(error_chain(&err)));
     }
@@ -462,8 +498,8 @@ fn parse_event(body: &[u8]) -> Result<Received, CliError> {
             "neither a DriverMessage (no `payload`) nor a Resource: {err}"
         ))
     })?;
-    let raw_resource = serde_json::value::to_raw_value(&value)
-        .map_err(|err| CliError::Input(err.to_string()))?;
+    let raw_resource =
+        serde_json::value::to_raw_value(&value).map_err(|err| CliError::Input(err.to_string()))?;
     Ok(Received {
         message: DriverMessage {
             event: "create".to_owned(),
@@ -508,7 +544,9 @@ fn invoke<D: Driver>(driver: D, config: Config, input: &std::path::Path) -> Resu
     match run.outcome() {
         TestOutcome::Published { result, .. } if result.success => Ok(()),
         TestOutcome::Skipped => {
-            eprintln!("skipped: the driver does not handle this event; no result would be published");
+            eprintln!(
+                "skipped: the driver does not handle this event; no result would be published"
+            );
             Ok(())
         }
         outcome => Err(CliError::Failed(outcome.to_string())),
@@ -575,10 +613,27 @@ mod tests {
     #[test]
     fn flags_override_the_config() {
         let args = parse(&[
-            "--nats-url", "nats://10.1.1.1:4222", "--concurrency", "8", "--ack-wait", "45s",
-            "--max-deliver", "3", "--max-ack-pending", "9", "--shutdown-timeout", "2m",
-            "--tls-cert", "c.pem", "--tls-key", "k.pem", "--tls-ca", "ca.pem",
-            "--create-streams", "--log-format", "json",
+            "--nats-url",
+            "nats://10.1.1.1:4222",
+            "--concurrency",
+            "8",
+            "--ack-wait",
+            "45s",
+            "--max-deliver",
+            "3",
+            "--max-ack-pending",
+            "9",
+            "--shutdown-timeout",
+            "2m",
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+            "--tls-ca",
+            "ca.pem",
+            "--create-streams",
+            "--log-format",
+            "json",
         ])
         .unwrap();
         assert_eq!(args.log_format, LogFormat::Json);
@@ -606,7 +661,10 @@ mod tests {
             ("--max-deliver=-1", ""),
             ("--log-format", "xml"),
         ] {
-            let args: Vec<&str> = [flag, value].into_iter().filter(|a| !a.is_empty()).collect();
+            let args: Vec<&str> = [flag, value]
+                .into_iter()
+                .filter(|a| !a.is_empty())
+                .collect();
             let err = parse(&args).unwrap_err().to_string();
             let flag = flag.split('=').next().unwrap();
             assert!(err.contains(flag), "{flag} {value}: {err}");

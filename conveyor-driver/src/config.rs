@@ -127,7 +127,11 @@ impl Config {
         config.tls_ca = read("CONVEYOR_TLS_CA").map(PathBuf::from);
         if let Some(v) = read("CONVEYOR_METRICS_ADDR") {
             let addr = v.trim().parse().map_err(|_| {
-                invalid_value("CONVEYOR_METRICS_ADDR", &v, "expected an address such as 0.0.0.0:9090")
+                invalid_value(
+                    "CONVEYOR_METRICS_ADDR",
+                    &v,
+                    "expected an address such as 0.0.0.0:9090",
+                )
             })?;
             config.metrics_addr = Some(addr);
         }

@@ -287,7 +287,7 @@ pub mod autoref {
     use serde::Serialize;
 
     use super::{success_with, IntoReconcileResult};
-    use crate::driver::{ReconcileResult, ReconcileError};
+    use crate::driver::{ReconcileError, ReconcileResult};
     use crate::logger::Logger;
     use crate::wire::DriverResult;
 
@@ -343,7 +343,10 @@ pub mod autoref {
 
     impl DisplayKind {
         /// `Ok` as `IntoReconcileResult` does; `Err` as a failure showing the error with `{:#}`.
-        pub fn convert<T: Serialize + 'static, E: Display>(self, value: Result<T, E>) -> ReconcileResult {
+        pub fn convert<T: Serialize + 'static, E: Display>(
+            self,
+            value: Result<T, E>,
+        ) -> ReconcileResult {
             match value {
                 Ok(data) => Ok(success_with(data)),
                 Err(error) => Ok(DriverResult::failure(format!("{error:#}"))),
@@ -379,7 +382,12 @@ mod tests {
             "id": "r1", "name": "app", "resource": "build", "metadata": {}, "spec": spec
         }))
         .unwrap();
-        Event::new("create", "m1", "6f1c1a56-0d38-4c3e-9a8f-2b2d8f9b7c11", resource)
+        Event::new(
+            "create",
+            "m1",
+            "6f1c1a56-0d38-4c3e-9a8f-2b2d8f9b7c11",
+            resource,
+        )
     }
 
     fn log() -> Logger {
@@ -408,7 +416,10 @@ mod tests {
         let run_id = RunId::from_event(&event, &log).unwrap();
         assert_eq!(run_id.as_str(), event.run_id);
         assert_eq!(run_id.to_string(), event.run_id);
-        assert_eq!(Logger::from_event(&event, &log).unwrap().run_id(), event.run_id);
+        assert_eq!(
+            Logger::from_event(&event, &log).unwrap().run_id(),
+            event.run_id
+        );
         let Spec(spec) = Spec::<BuildSpec>::from_event(&event, &log).unwrap();
         assert_eq!(spec.image, "rust");
     }
@@ -440,7 +451,8 @@ mod tests {
             assert!(source.field.starts_with("spec"), "{spec}: {err}");
         }
         // Generic types are named without their module paths.
-        let err = Spec::<HashMap<String, u8>>::from_event(&event(json!({"a": "b"})), &log()).unwrap_err();
+        let err =
+            Spec::<HashMap<String, u8>>::from_event(&event(json!({"a": "b"})), &log()).unwrap_err();
         assert!(err.to_string().contains("`HashMap<String, u8>`"), "{err}");
     }
 
@@ -455,8 +467,14 @@ mod tests {
     #[test]
     fn short_type_names() {
         assert_eq!(short_type_name("a::b::Foo"), "Foo");
-        assert_eq!(short_type_name("std::collections::HashMap<alloc::string::String, u8>"), "HashMap<String, u8>");
-        assert_eq!(short_type_name("&[core::option::Option<x::Y>; 3]"), "&[Option<Y>; 3]");
+        assert_eq!(
+            short_type_name("std::collections::HashMap<alloc::string::String, u8>"),
+            "HashMap<String, u8>"
+        );
+        assert_eq!(
+            short_type_name("&[core::option::Option<x::Y>; 3]"),
+            "&[Option<Y>; 3]"
+        );
     }
 
     /// What the `#[driver]` expansion does with a returned value.
@@ -493,7 +511,10 @@ mod tests {
         assert_eq!(result.data, json!({"image": "app:1"}));
 
         let ok: Result<(), String> = Ok(());
-        assert_eq!(convert!(ok).unwrap(), DriverResult::success(SUCCESS_MESSAGE));
+        assert_eq!(
+            convert!(ok).unwrap(),
+            DriverResult::success(SUCCESS_MESSAGE)
+        );
 
         let inner = DriverResult::failure("custom").with_data(json!([1]));
         let ok: Result<DriverResult, BuildError> = Ok(inner.clone());
@@ -509,7 +530,11 @@ mod tests {
         let ok: Result<HashMap<Vec<u8>, i32>, String> = Ok(map);
         let result = convert!(ok).unwrap();
         assert!(!result.success);
-        assert!(result.message.contains("HashMap<Vec<u8>, i32>"), "{}", result.message);
+        assert!(
+            result.message.contains("HashMap<Vec<u8>, i32>"),
+            "{}",
+            result.message
+        );
     }
 
     #[test]

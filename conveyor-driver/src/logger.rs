@@ -104,7 +104,12 @@ impl LogLine {
     pub fn headers(&self) -> Vec<(String, String)> {
         self.labels
             .iter()
-            .map(|(key, value)| (format!("{}{key}", subjects::LABEL_HEADER_PREFIX), value.clone()))
+            .map(|(key, value)| {
+                (
+                    format!("{}{key}", subjects::LABEL_HEADER_PREFIX),
+                    value.clone(),
+                )
+            })
             .collect()
     }
 
@@ -183,7 +188,6 @@ impl Logger {
             }),
         }
     }
-
 
     /// A logger that only writes to the local `tracing` output: for unit tests and for running
     /// a driver without a NATS server.
@@ -276,7 +280,11 @@ impl Logger {
                 if let Some(on_line) = &capture.on_line {
                     on_line(&line);
                 }
-                capture.lines.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+                capture
+                    .lines
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(line);
             }
         }
     }

@@ -67,9 +67,17 @@ impl Metrics {
     pub(crate) fn new() -> Arc<Self> {
         let mut registry = Registry::with_prefix("conveyor_driver");
         let reconciles = Family::<OutcomeLabel, Counter>::default();
-        let outcome = |name| reconciles.get_or_create(&OutcomeLabel { outcome: name }).clone();
-        let (success, failure, retry, panic) =
-            (outcome("success"), outcome("failure"), outcome("retry"), outcome("panic"));
+        let outcome = |name| {
+            reconciles
+                .get_or_create(&OutcomeLabel { outcome: name })
+                .clone()
+        };
+        let (success, failure, retry, panic) = (
+            outcome("success"),
+            outcome("failure"),
+            outcome("retry"),
+            outcome("panic"),
+        );
         registry.register("reconciles", "Finished reconciles by outcome", reconciles);
         let duration = Histogram::new(exponential_buckets(0.005, 4.0, 10));
         registry.register(
@@ -78,7 +86,11 @@ impl Metrics {
             duration.clone(),
         );
         let in_flight = Gauge::default();
-        registry.register("in_flight", "Events being handled by this instance", in_flight.clone());
+        registry.register(
+            "in_flight",
+            "Events being handled by this instance",
+            in_flight.clone(),
+        );
         let redeliveries = Counter::default();
         registry.register(
             "redeliveries",
@@ -86,7 +98,11 @@ impl Metrics {
             redeliveries.clone(),
         );
         let poison = Counter::default();
-        registry.register("poison_messages", "Messages terminated as unprocessable", poison.clone());
+        registry.register(
+            "poison_messages",
+            "Messages terminated as unprocessable",
+            poison.clone(),
+        );
         let log_publish_failures = Counter::default();
         registry.register(
             "log_publish_failures",
@@ -157,7 +173,8 @@ impl Metrics {
     }
 
     pub(crate) fn set_pending(&self, pending: u64) {
-        self.consumer_pending.set(i64::try_from(pending).unwrap_or(i64::MAX));
+        self.consumer_pending
+            .set(i64::try_from(pending).unwrap_or(i64::MAX));
     }
 
     pub(crate) fn set_connected(&self, connected: bool) {
@@ -244,12 +261,18 @@ fn respond<B>(metrics: &Metrics, request: &hyper::Request<B>) -> hyper::Response
             "text/plain",
             "not ready: not connected or consumer not bound\n".to_owned(),
         ),
-        _ => (StatusCode::NOT_FOUND, "text/plain", "not found\n".to_owned()),
+        _ => (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found\n".to_owned(),
+        ),
     };
     let mut response = hyper::Response::new(Body::new(bytes::Bytes::from(body)));
     *response.status_mut() = status;
     if let Ok(value) = hyper::header::HeaderValue::from_str(content_type) {
-        response.headers_mut().insert(hyper::header::CONTENT_TYPE, value);
+        response
+            .headers_mut()
+            .insert(hyper::header::CONTENT_TYPE, value);
     }
     response
 }
@@ -270,12 +293,27 @@ mod tests {
             assert!(metrics.encode().contains("conveyor_driver_in_flight 2"));
         }
         let text = metrics.encode();
-        assert!(text.contains(r#"conveyor_driver_reconciles_total{outcome="success"} 1"#), "{text}");
-        assert!(text.contains(r#"conveyor_driver_reconciles_total{outcome="panic"} 1"#), "{text}");
-        assert!(text.contains(r#"conveyor_driver_reconciles_total{outcome="retry"} 0"#), "{text}");
-        assert!(text.contains("conveyor_driver_poison_messages_total 1"), "{text}");
+        assert!(
+            text.contains(r#"conveyor_driver_reconciles_total{outcome="success"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"conveyor_driver_reconciles_total{outcome="panic"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"conveyor_driver_reconciles_total{outcome="retry"} 0"#),
+            "{text}"
+        );
+        assert!(
+            text.contains("conveyor_driver_poison_messages_total 1"),
+            "{text}"
+        );
         assert!(text.contains("conveyor_driver_in_flight 0"), "{text}");
-        assert!(text.contains("conveyor_driver_reconcile_duration_seconds_count 2"), "{text}");
+        assert!(
+            text.contains("conveyor_driver_reconcile_duration_seconds_count 2"),
+            "{text}"
+        );
         assert!(!metrics.ready());
         metrics.set_connected(true);
         metrics.set_bound(true);

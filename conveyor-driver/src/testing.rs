@@ -62,7 +62,9 @@ use crate::driver::{Driver, Event};
 use crate::logger::{Capture, Logger};
 use crate::manager::process::{self, Outcome};
 use crate::metrics::Counted;
-use crate::wire::{DriverMessage, DriverResult, DriverResultEvent, Received, Resource, ResultEnvelope};
+use crate::wire::{
+    DriverMessage, DriverResult, DriverResultEvent, Received, Resource, ResultEnvelope,
+};
 
 pub use crate::logger::LogLine;
 
@@ -237,7 +239,10 @@ impl EventBuilder {
     /// Adds a resource metadata entry.
     #[must_use]
     pub fn metadata(mut self, key: impl Into<String>, value: impl Into<Value>) -> Self {
-        self.event.resource.metadata.insert(key.into(), value.into());
+        self.event
+            .resource
+            .metadata
+            .insert(key.into(), value.into());
         self
     }
 
@@ -407,7 +412,10 @@ pub(crate) async fn reconcile_received<D: Driver>(
 ) -> TestRun {
     let capture = Capture::new(on_line);
     let name = driver.name();
-    let logger = Logger::capturing(process::run_context(&name, &received.message), Arc::clone(&capture));
+    let logger = Logger::capturing(
+        process::run_context(&name, &received.message),
+        Arc::clone(&capture),
+    );
     let handled = driver
         .events()
         .map_or(true, |events| events.contains(&received.message.event));
@@ -499,7 +507,10 @@ impl TestRun {
 
     /// The messages of the log lines.
     pub fn messages(&self) -> Vec<&str> {
-        self.lines.iter().map(|line| line.entry.message.as_str()).collect()
+        self.lines
+            .iter()
+            .map(|line| line.entry.message.as_str())
+            .collect()
     }
 
     /// Whether `reconcile` panicked (the result is then a failure).
@@ -554,7 +565,11 @@ impl TestRun {
     /// Asserts that a log line contains `text`.
     #[track_caller]
     pub fn assert_logged(&self, text: &str) -> &Self {
-        if self.lines.iter().any(|line| line.entry.message.contains(text)) {
+        if self
+            .lines
+            .iter()
+            .any(|line| line.entry.message.contains(text))
+        {
             self
         } else {
             self.fail(&format!("a log line containing {text:?}"))
@@ -564,7 +579,11 @@ impl TestRun {
     /// Asserts that no log line contains `text`.
     #[track_caller]
     pub fn assert_not_logged(&self, text: &str) -> &Self {
-        if self.lines.iter().any(|line| line.entry.message.contains(text)) {
+        if self
+            .lines
+            .iter()
+            .any(|line| line.entry.message.contains(text))
+        {
             self.fail(&format!("no log line containing {text:?}"))
         } else {
             self
@@ -617,8 +636,13 @@ mod tests {
 
     #[test]
     fn success_gives_the_envelope_and_wire_lines() {
-        let run = run(EventBuilder::new("job").name("a").pipeline("p").spec(serde_json::json!({"x": 1})));
-        run.assert_success().assert_logged("working").assert_not_logged("nothing");
+        let run = run(EventBuilder::new("job")
+            .name("a")
+            .pipeline("p")
+            .spec(serde_json::json!({"x": 1})));
+        run.assert_success()
+            .assert_logged("working")
+            .assert_not_logged("nothing");
         let envelope = run.envelope().unwrap();
         assert_eq!(envelope["event"], "driver.result");
         assert_eq!(envelope["resource"]["name"], "a");
@@ -629,7 +653,10 @@ mod tests {
         assert_eq!(json["runid"], envelope["run_id"]);
         assert_eq!(json["pipeline"], "p");
         assert_eq!(json["driver"], "scripted");
-        assert_eq!(line.headers(), [("Conveyor-Label-step".to_owned(), "one".to_owned())]);
+        assert_eq!(
+            line.headers(),
+            [("Conveyor-Label-step".to_owned(), "one".to_owned())]
+        );
         assert!(!run.panicked());
     }
 
@@ -649,7 +676,13 @@ mod tests {
         let run = run(EventBuilder::new("job").spec(spec.clone()));
         assert_eq!(run.assert_retry(), Duration::from_secs(7));
         assert!(run.result().is_none() && run.envelope().is_none());
-        assert!(run.outcome().to_string().starts_with("would retry after 7s"), "{}", run.outcome());
+        assert!(
+            run.outcome()
+                .to_string()
+                .starts_with("would retry after 7s"),
+            "{}",
+            run.outcome()
+        );
         run.assert_logged("attempt 1 of 5 failed");
         self::run(EventBuilder::new("job").spec(spec).attempt(5))
             .assert_failure_contains("gave up after 5 attempts");
@@ -669,11 +702,18 @@ mod tests {
             .assert_logged("from tracing n=3")
             .assert_not_logged("too fine")
             .assert_not_logged("runtime line");
-        let bridged = run.lines().iter().find(|l| l.entry.message.contains("from tracing")).unwrap();
+        let bridged = run
+            .lines()
+            .iter()
+            .find(|l| l.entry.message.contains("from tracing"))
+            .unwrap();
         assert_eq!(bridged.label("level"), Some("INFO"));
         assert_eq!(bridged.label("target"), Some("scripted_driver"));
         // Logged exactly once (the bridge does not see the Logger's own mirror line).
-        assert_eq!(run.messages().iter().filter(|m| **m == "working").count(), 1);
+        assert_eq!(
+            run.messages().iter().filter(|m| **m == "working").count(),
+            1
+        );
     }
 
     #[test]

@@ -135,7 +135,10 @@ impl fmt::Display for Token {
 impl Credentials {
     /// Reads a PEM certificate chain (leaf first) and a PEM private key (PKCS#1, PKCS#8 or
     /// SEC1) from files.
-    pub fn from_files(cert: impl AsRef<Path>, key: impl AsRef<Path>) -> Result<Self, CredentialsError> {
+    pub fn from_files(
+        cert: impl AsRef<Path>,
+        key: impl AsRef<Path>,
+    ) -> Result<Self, CredentialsError> {
         let cert_pem = read_file("client certificate", cert.as_ref())?;
         let key_pem = read_file("private key", key.as_ref())?;
         Self::from_pem(&cert_pem, &key_pem)
@@ -149,13 +152,15 @@ impl Credentials {
         let leaf = chain
             .first()
             .ok_or_else(|| CredentialsError::Certificate("no PEM CERTIFICATE found".into()))?;
-        let cert = x509_cert::Certificate::from_der(leaf.as_ref())
-            .map_err(|err| CredentialsError::Certificate(format!("the leaf is not an X.509 certificate: {err}")))?;
+        let cert = x509_cert::Certificate::from_der(leaf.as_ref()).map_err(|err| {
+            CredentialsError::Certificate(format!("the leaf is not an X.509 certificate: {err}"))
+        })?;
         let subject = cert.tbs_certificate.subject.to_string();
         let spki = &cert.tbs_certificate.subject_public_key_info;
         let public_key = spki.subject_public_key.raw_bytes();
 
-        let key = PrivateKeyDer::from_pem_slice(key).map_err(|err| CredentialsError::Key(pem_error(&err)))?;
+        let key = PrivateKeyDer::from_pem_slice(key)
+            .map_err(|err| CredentialsError::Key(pem_error(&err)))?;
         let (algorithm, encoding_key, decoding_key) = if spki.algorithm.oid == RSA_ENCRYPTION {
             let pkcs1 = match &key {
                 PrivateKeyDer::Pkcs1(der) => der.secret_pkcs1_der().to_vec(),
@@ -168,14 +173,20 @@ impl Credentials {
                 }
                 _ => return Err(mismatch(subject)),
             };
-            (Algorithm::RS256, EncodingKey::from_rsa_der(&pkcs1), DecodingKey::from_rsa_der(public_key))
+            (
+                Algorithm::RS256,
+                EncodingKey::from_rsa_der(&pkcs1),
+                DecodingKey::from_rsa_der(public_key),
+            )
         } else if spki.algorithm.oid == EC_PUBLIC_KEY {
             let curve: ObjectIdentifier = spki
                 .algorithm
                 .parameters
                 .as_ref()
                 .and_then(|p| p.decode_as().ok())
-                .ok_or_else(|| CredentialsError::Certificate("EC public key without a named curve".into()))?;
+                .ok_or_else(|| {
+                    CredentialsError::Certificate("EC public key without a named curve".into())
+                })?;
             let algorithm = if curve == P256 {
                 Algorithm::ES256
             } else if curve == P384 {
@@ -202,11 +213,17 @@ impl Credentials {
                     };
                     pkcs8::PrivateKeyInfo::new(algorithm, der.secret_sec1_der())
                         .to_der()
-                        .map_err(|_| CredentialsError::Key("cannot convert the SEC1 key to PKCS#8".into()))?
+                        .map_err(|_| {
+                            CredentialsError::Key("cannot convert the SEC1 key to PKCS#8".into())
+                        })?
                 }
                 _ => return Err(mismatch(subject)),
             };
-            (algorithm, EncodingKey::from_ec_der(&pkcs8), DecodingKey::from_ec_der(public_key))
+            (
+                algorithm,
+                EncodingKey::from_ec_der(&pkcs8),
+                DecodingKey::from_ec_der(public_key),
+            )
         } else {
             return Err(CredentialsError::Unsupported(format!(
                 "public key algorithm {} (expected RSA or EC P-256/P-384)",
@@ -216,10 +233,15 @@ impl Credentials {
 
         // Proof that the key belongs to the leaf: sign with it, verify with the certificate.
         let probe = b"conveyor-driver key check";
-        let signature = jsonwebtoken::crypto::sign(probe, &encoding_key, algorithm).map_err(|err| {
-            CredentialsError::Key(format!("the key cannot sign {algorithm:?}: {}", key_error(&err)))
-        })?;
-        let verified = jsonwebtoken::crypto::verify(&signature, probe, &decoding_key, algorithm).unwrap_or(false);
+        let signature =
+            jsonwebtoken::crypto::sign(probe, &encoding_key, algorithm).map_err(|err| {
+                CredentialsError::Key(format!(
+                    "the key cannot sign {algorithm:?}: {}",
+                    key_error(&err)
+                ))
+            })?;
+        let verified = jsonwebtoken::crypto::verify(&signature, probe, &decoding_key, algorithm)
+            .unwrap_or(false);
         if !verified {
             return Err(mismatch(subject));
         }
@@ -250,7 +272,10 @@ impl Credentials {
 
     /// Signs a token valid from now for `lifetime`.
     pub fn sign_token(&self, lifetime: Duration) -> Result<Token, CredentialsError> {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
         let mut header = Header::new(self.algorithm);
         header.x5c = Some(self.x5c.clone());
         let claims = Claims {
@@ -275,7 +300,8 @@ fn read_file(what: &'static str, path: &Path) -> Result<Vec<u8>, CredentialsErro
 }
 
 fn pkcs8_info(der: &[u8]) -> Result<pkcs8::PrivateKeyInfo<'_>, CredentialsError> {
-    pkcs8::PrivateKeyInfo::from_der(der).map_err(|_| CredentialsError::Key("malformed PKCS#8 key".into()))
+    pkcs8::PrivateKeyInfo::from_der(der)
+        .map_err(|_| CredentialsError::Key("malformed PKCS#8 key".into()))
 }
 
 fn mismatch(subject: String) -> CredentialsError {
@@ -286,7 +312,9 @@ fn mismatch(subject: String) -> CredentialsError {
 fn pem_error(err: &rustls_pki_types::pem::Error) -> String {
     use rustls_pki_types::pem::Error as E;
     match err {
-        E::NoItemsFound => "no matching PEM section found (expected PKCS#1, PKCS#8 or SEC1 for keys)".into(),
+        E::NoItemsFound => {
+            "no matching PEM section found (expected PKCS#1, PKCS#8 or SEC1 for keys)".into()
+        }
         E::MissingSectionEnd { .. } => "a PEM section has no END line".into(),
         E::IllegalSectionStart { .. } => "malformed PEM BEGIN line".into(),
         E::Base64Decode(_) => "PEM body is not valid base64".into(),
@@ -336,7 +364,10 @@ impl TokenCache {
     /// A token valid for at least a quarter of its lifetime (at most 30 s short of it).
     pub(crate) fn token(&self) -> Result<Token, CredentialsError> {
         let margin = (self.lifetime / 4).min(Duration::from_secs(30));
-        let mut current = self.current.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut current = self
+            .current
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some((token, renew_at)) = current.as_ref() {
             if Instant::now() < *renew_at {
                 return Ok(token.clone());

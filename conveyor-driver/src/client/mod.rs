@@ -117,7 +117,9 @@ impl ClientError {
             Self::Connect { .. } | Self::Timeout { .. } => true,
             Self::Status { status, .. } => matches!(
                 *status,
-                StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
+                StatusCode::BAD_GATEWAY
+                    | StatusCode::SERVICE_UNAVAILABLE
+                    | StatusCode::GATEWAY_TIMEOUT
             ),
             _ => false,
         }
@@ -282,13 +284,17 @@ impl ClientBuilder {
 
     /// Loads the credentials and builds the client.
     pub fn build(self) -> Result<Client, ClientError> {
-        let base = self
-            .base_url
-            .ok_or_else(|| ClientError::Config("no API URL: set CONVEYOR_API_URL or ClientBuilder::base_url".into()))?;
-        let mut base_url =
-            Url::parse(base.trim()).map_err(|err| ClientError::Config(format!("invalid API URL {base:?}: {err}")))?;
+        let base = self.base_url.ok_or_else(|| {
+            ClientError::Config(
+                "no API URL: set CONVEYOR_API_URL or ClientBuilder::base_url".into(),
+            )
+        })?;
+        let mut base_url = Url::parse(base.trim())
+            .map_err(|err| ClientError::Config(format!("invalid API URL {base:?}: {err}")))?;
         if !matches!(base_url.scheme(), "http" | "https") || base_url.cannot_be_a_base() {
-            return Err(ClientError::Config(format!("invalid API URL {base:?}: expected http:// or https://")));
+            return Err(ClientError::Config(format!(
+                "invalid API URL {base:?}: expected http:// or https://"
+            )));
         }
         if !base_url.path().ends_with('/') {
             let path = format!("{}/", base_url.path());
@@ -298,10 +304,14 @@ impl ClientBuilder {
             (Some(credentials), _, _) => Some(credentials),
             (None, Some(cert), Some(key)) => Some(Credentials::from_files(cert, key)?),
             (None, Some(_), None) => {
-                return Err(ClientError::Config("a client certificate needs its key (CONVEYOR_TLS_KEY)".into()))
+                return Err(ClientError::Config(
+                    "a client certificate needs its key (CONVEYOR_TLS_KEY)".into(),
+                ))
             }
             (None, None, Some(_)) => {
-                return Err(ClientError::Config("a key needs its client certificate (CONVEYOR_TLS_CERT)".into()))
+                return Err(ClientError::Config(
+                    "a key needs its client certificate (CONVEYOR_TLS_CERT)".into(),
+                ))
             }
             (None, None, None) => None,
         };
@@ -316,18 +326,22 @@ impl ClientBuilder {
                     source,
                 })
             })?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|err| ClientError::Config(format!("invalid CA certificate {}: {err}", ca.display())))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|err| {
+                ClientError::Config(format!("invalid CA certificate {}: {err}", ca.display()))
+            })?;
             if certs.is_empty() {
-                return Err(ClientError::Config(format!("no certificate in CA file {}", ca.display())));
+                return Err(ClientError::Config(format!(
+                    "no certificate in CA file {}",
+                    ca.display()
+                )));
             }
             for cert in certs {
                 http = http.add_root_certificate(cert);
             }
         }
-        let http = http
-            .build()
-            .map_err(|err| ClientError::Config(format!("cannot build the HTTP client: {}", chain(&err))))?;
+        let http = http.build().map_err(|err| {
+            ClientError::Config(format!("cannot build the HTTP client: {}", chain(&err)))
+        })?;
         Ok(Client {
             inner: Arc::new(Inner {
                 http,
@@ -403,42 +417,91 @@ impl Client {
 
     /// `GET /health`: the server's health status.
     pub async fn health(&self) -> Result<Map<String, Value>, ClientError> {
-        self.call(Method::GET, &["health"], &[], Body::None, "a JSON object").await
+        self.call(Method::GET, &["health"], &[], Body::None, "a JSON object")
+            .await
     }
 
     /// `POST /drivers/broadcast-message`: publishes a message to drivers via NATS.
-    pub async fn broadcast_message(&self, message: &BroadcastMessage) -> Result<Map<String, Value>, ClientError> {
+    pub async fn broadcast_message(
+        &self,
+        message: &BroadcastMessage,
+    ) -> Result<Map<String, Value>, ClientError> {
         let body = to_json(message)?;
-        self.call(Method::POST, &["drivers", "broadcast-message"], &[], body, "a JSON object").await
+        self.call(
+            Method::POST,
+            &["drivers", "broadcast-message"],
+            &[],
+            body,
+            "a JSON object",
+        )
+        .await
     }
 
     // ---- resources ------------------------------------------------------------------------
 
     /// `POST /resources`: creates a resource; the answer carries the run id it started.
-    pub async fn create_resource(&self, resource: &Resource) -> Result<ResourceCreated, ClientError> {
+    pub async fn create_resource(
+        &self,
+        resource: &Resource,
+    ) -> Result<ResourceCreated, ClientError> {
         let body = to_json(resource)?;
-        self.call(Method::POST, &["resources"], &[], body, "a resource-created answer").await
+        self.call(
+            Method::POST,
+            &["resources"],
+            &[],
+            body,
+            "a resource-created answer",
+        )
+        .await
     }
 
     /// `POST /resources` with a resource as JSON text, sent byte for byte as given (after
     /// checking it is well-formed JSON): no field is added, dropped or rewritten.
-    pub async fn create_resource_json(&self, json: impl Into<Vec<u8>>) -> Result<ResourceCreated, ClientError> {
+    pub async fn create_resource_json(
+        &self,
+        json: impl Into<Vec<u8>>,
+    ) -> Result<ResourceCreated, ClientError> {
         let json = json.into();
         serde_json::from_slice::<serde::de::IgnoredAny>(&json)
             .map_err(|err| ClientError::Body(format!("not valid JSON: {err}")))?;
-        self.call(Method::POST, &["resources"], &[], Body::Json(json), "a resource-created answer").await
+        self.call(
+            Method::POST,
+            &["resources"],
+            &[],
+            Body::Json(json),
+            "a resource-created answer",
+        )
+        .await
     }
 
     /// `GET /resources/{type}`: every resource of a type.
     pub async fn list_resources(&self, resource_type: &str) -> Result<Vec<Resource>, ClientError> {
-        let list: Option<Vec<Resource>> =
-            self.call(Method::GET, &["resources", resource_type], &[], Body::None, "a list of Resources").await?;
+        let list: Option<Vec<Resource>> = self
+            .call(
+                Method::GET,
+                &["resources", resource_type],
+                &[],
+                Body::None,
+                "a list of Resources",
+            )
+            .await?;
         Ok(list.unwrap_or_default())
     }
 
     /// `GET /resources/{type}/{name}`: one resource, latest version.
-    pub async fn get_resource(&self, resource_type: &str, name: &str) -> Result<Resource, ClientError> {
-        self.call(Method::GET, &["resources", resource_type, name], &[], Body::None, "a Resource").await
+    pub async fn get_resource(
+        &self,
+        resource_type: &str,
+        name: &str,
+    ) -> Result<Resource, ClientError> {
+        self.call(
+            Method::GET,
+            &["resources", resource_type, name],
+            &[],
+            Body::None,
+            "a Resource",
+        )
+        .await
     }
 
     /// `GET /resources/{type}/{name}/{version}`: one version of a resource.
@@ -449,7 +512,8 @@ impl Client {
         version: &str,
     ) -> Result<Resource, ClientError> {
         let path = ["resources", resource_type, name, version];
-        self.call(Method::GET, &path, &[], Body::None, "a Resource").await
+        self.call(Method::GET, &path, &[], Body::None, "a Resource")
+            .await
     }
 
     /// `PUT /resources/{type}/{name}`: replaces a resource; returns it as stored.
@@ -460,12 +524,24 @@ impl Client {
         resource: &Resource,
     ) -> Result<Resource, ClientError> {
         let body = to_json(resource)?;
-        self.call(Method::PUT, &["resources", resource_type, name], &[], body, "a Resource").await
+        self.call(
+            Method::PUT,
+            &["resources", resource_type, name],
+            &[],
+            body,
+            "a Resource",
+        )
+        .await
     }
 
     /// `DELETE /resources/{type}/{name}`.
-    pub async fn delete_resource(&self, resource_type: &str, name: &str) -> Result<(), ClientError> {
-        self.call_empty(Method::DELETE, &["resources", resource_type, name]).await
+    pub async fn delete_resource(
+        &self,
+        resource_type: &str,
+        name: &str,
+    ) -> Result<(), ClientError> {
+        self.call_empty(Method::DELETE, &["resources", resource_type, name])
+            .await
     }
 
     // ---- resource definitions ---------------------------------------------------------------
@@ -476,7 +552,14 @@ impl Client {
         definition: &ResourceDefinition,
     ) -> Result<ResourceDefinition, ClientError> {
         let body = to_json(definition)?;
-        self.call(Method::POST, &["resource-definitions"], &[], body, "a ResourceDefinition").await
+        self.call(
+            Method::POST,
+            &["resource-definitions"],
+            &[],
+            body,
+            "a ResourceDefinition",
+        )
+        .await
     }
 
     /// `POST /resource-definitions/apply`: creates or updates a resource type by name.
@@ -485,12 +568,29 @@ impl Client {
         definition: &ResourceDefinition,
     ) -> Result<ResourceDefinition, ClientError> {
         let body = to_json(definition)?;
-        self.call(Method::POST, &["resource-definitions", "apply"], &[], body, "a ResourceDefinition").await
+        self.call(
+            Method::POST,
+            &["resource-definitions", "apply"],
+            &[],
+            body,
+            "a ResourceDefinition",
+        )
+        .await
     }
 
     /// `GET /resource-definitions/{name}`.
-    pub async fn get_resource_definition(&self, name: &str) -> Result<ResourceDefinition, ClientError> {
-        self.call(Method::GET, &["resource-definitions", name], &[], Body::None, "a ResourceDefinition").await
+    pub async fn get_resource_definition(
+        &self,
+        name: &str,
+    ) -> Result<ResourceDefinition, ClientError> {
+        self.call(
+            Method::GET,
+            &["resource-definitions", name],
+            &[],
+            Body::None,
+            "a ResourceDefinition",
+        )
+        .await
     }
 
     /// `PUT /resource-definitions/{name}`.
@@ -500,12 +600,20 @@ impl Client {
         definition: &ResourceDefinition,
     ) -> Result<ResourceDefinition, ClientError> {
         let body = to_json(definition)?;
-        self.call(Method::PUT, &["resource-definitions", name], &[], body, "a ResourceDefinition").await
+        self.call(
+            Method::PUT,
+            &["resource-definitions", name],
+            &[],
+            body,
+            "a ResourceDefinition",
+        )
+        .await
     }
 
     /// `DELETE /resource-definitions/{name}`.
     pub async fn delete_resource_definition(&self, name: &str) -> Result<(), ClientError> {
-        self.call_empty(Method::DELETE, &["resource-definitions", name]).await
+        self.call_empty(Method::DELETE, &["resource-definitions", name])
+            .await
     }
 
     // ---- pipelines --------------------------------------------------------------------------
@@ -513,18 +621,31 @@ impl Client {
     /// `POST /pipelines`.
     pub async fn create_pipeline(&self, pipeline: &Pipeline) -> Result<Pipeline, ClientError> {
         let body = to_json(pipeline)?;
-        self.call(Method::POST, &["pipelines"], &[], body, "a Pipeline").await
+        self.call(Method::POST, &["pipelines"], &[], body, "a Pipeline")
+            .await
     }
 
     /// `GET /pipelines/{name}`.
     pub async fn get_pipeline(&self, name: &str) -> Result<Pipeline, ClientError> {
-        self.call(Method::GET, &["pipelines", name], &[], Body::None, "a Pipeline").await
+        self.call(
+            Method::GET,
+            &["pipelines", name],
+            &[],
+            Body::None,
+            "a Pipeline",
+        )
+        .await
     }
 
     /// `PUT /pipelines/{name}`.
-    pub async fn update_pipeline(&self, name: &str, pipeline: &Pipeline) -> Result<Pipeline, ClientError> {
+    pub async fn update_pipeline(
+        &self,
+        name: &str,
+        pipeline: &Pipeline,
+    ) -> Result<Pipeline, ClientError> {
         let body = to_json(pipeline)?;
-        self.call(Method::PUT, &["pipelines", name], &[], body, "a Pipeline").await
+        self.call(Method::PUT, &["pipelines", name], &[], body, "a Pipeline")
+            .await
     }
 
     /// `DELETE /pipelines/{name}`.
@@ -537,20 +658,33 @@ impl Client {
     /// `GET /logs?pipeline=&driver=&runid=`: stored log lines matching the query.
     pub async fn logs(&self, query: &LogQuery) -> Result<Vec<LogEntry>, ClientError> {
         let mut params = Vec::new();
-        for (key, value) in [("pipeline", &query.pipeline), ("driver", &query.driver), ("runid", &query.runid)] {
+        for (key, value) in [
+            ("pipeline", &query.pipeline),
+            ("driver", &query.driver),
+            ("runid", &query.runid),
+        ] {
             if let Some(value) = value {
                 params.push((key, value.as_str()));
             }
         }
-        let list: Option<Vec<LogEntry>> =
-            self.call(Method::GET, &["logs"], &params, Body::None, "a list of log entries").await?;
+        let list: Option<Vec<LogEntry>> = self
+            .call(
+                Method::GET,
+                &["logs"],
+                &params,
+                Body::None,
+                "a list of log entries",
+            )
+            .await?;
         Ok(list.unwrap_or_default())
     }
 
     /// `POST /logs`: stores a log line.
     pub async fn create_log(&self, entry: &LogEntry) -> Result<(), ClientError> {
         let body = to_json(entry)?;
-        self.send(Method::POST, &["logs"], &[], &body, false).await.map(drop)
+        self.send(Method::POST, &["logs"], &[], &body, false)
+            .await
+            .map(drop)
     }
 
     /// `GET /logs/streams/{driver}/{runid}`: the live log lines of one driver in a run
@@ -565,7 +699,11 @@ impl Client {
     /// }
     /// # Ok(()) }
     /// ```
-    pub async fn stream_driver_logs(&self, driver: &str, runid: &str) -> Result<LogStream, ClientError> {
+    pub async fn stream_driver_logs(
+        &self,
+        driver: &str,
+        runid: &str,
+    ) -> Result<LogStream, ClientError> {
         self.stream(&["logs", "streams", driver, runid]).await
     }
 
@@ -647,7 +785,10 @@ impl Client {
             let token = tokens.token()?;
             request = request.bearer_auth(token.expose());
         }
-        let response = request.send().await.map_err(|err| self.transport_error(method, url, &err))?;
+        let response = request
+            .send()
+            .await
+            .map_err(|err| self.transport_error(method, url, &err))?;
         let status = response.status();
         if status.is_success() {
             return Ok(response);

@@ -82,11 +82,13 @@ pub(crate) fn log_stream(response: reqwest::Response, url: String) -> LogStream 
             match state.body.next().await {
                 Some(Ok(bytes)) => {
                     for data in state.parser.feed(&bytes) {
-                        let item = serde_json::from_str::<LogEntry>(&data).map_err(|err| ClientError::Decode {
-                            method: Method::GET,
-                            url: state.url.clone(),
-                            expected: "a log entry in an SSE data field",
-                            reason: err.to_string(),
+                        let item = serde_json::from_str::<LogEntry>(&data).map_err(|err| {
+                            ClientError::Decode {
+                                method: Method::GET,
+                                url: state.url.clone(),
+                                expected: "a log entry in an SSE data field",
+                                reason: err.to_string(),
+                            }
                         });
                         state.ready.push_back(item);
                     }
@@ -115,7 +117,10 @@ mod tests {
     fn events_split_across_chunks_and_multiline_data() {
         let mut parser = SseParser::default();
         assert!(parser.feed(b": keep-alive\n\ndata: {\"a\"").is_empty());
-        assert_eq!(parser.feed(b":1}\r\n\r\nevent: log\ndata: x\ndata:y\n"), vec!["{\"a\":1}"]);
+        assert_eq!(
+            parser.feed(b":1}\r\n\r\nevent: log\ndata: x\ndata:y\n"),
+            vec!["{\"a\":1}"]
+        );
         assert_eq!(parser.feed(b"\n"), vec!["x\ny"]);
     }
 }

@@ -36,7 +36,11 @@ pub struct Pipeline {
     #[serde(default, deserialize_with = "null_as_default")]
     pub steps: Vec<Step>,
     /// Metadata (string values in the swagger; any JSON is accepted).
-    #[serde(default, deserialize_with = "null_as_default", skip_serializing_if = "Map::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "Map::is_empty"
+    )]
     pub metadata: Map<String, Value>,
     /// Version, set by the server.
     #[serde(default, skip_serializing_if = "String::is_empty")]

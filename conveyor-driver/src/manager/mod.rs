@@ -3,6 +3,7 @@
 
 mod ordering;
 pub(crate) mod process;
+mod pull;
 pub(crate) mod setup;
 
 use std::collections::HashSet;
@@ -10,7 +11,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::PullConsumer, AckKind};
-use futures_util::StreamExt;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
@@ -21,11 +21,8 @@ use crate::metrics::Metrics;
 use crate::wire::{subjects, Received};
 
 use ordering::Ordering;
+use pull::{Pulled, Puller};
 pub use setup::create_streams;
-
-/// How long one pull request waits on the server for events. Short enough that a pull lost in
-/// a server restart is replaced soon (the client gives up on it 5 s after this).
-const PULL_EXPIRES: Duration = Duration::from_secs(5);
 
 /// Runs a [`Driver`]: consumes its events from JetStream and reconciles them.
 ///
@@ -154,12 +151,14 @@ impl<D: Driver> DriverManager<D> {
             listen_for_signals(self.shutdown_handle())?;
         }
         let mut shutdown = Shutdown(self.shutdown.subscribe());
-        let Some(client) = connect(&self.config, &self.name, &self.metrics, &mut shutdown).await? else {
+        let Some(client) = connect(&self.config, &self.name, &self.metrics, &mut shutdown).await?
+        else {
             return Ok(());
         };
         let js = jetstream::new(client.clone());
         let consumer_config = self.consumer_config();
-        let bound = setup::bind_consumer(&js, consumer_config.clone(), &self.config, &mut shutdown).await?;
+        let bound =
+            setup::bind_consumer(&js, consumer_config.clone(), &self.config, &mut shutdown).await?;
         if bound.is_some() {
             tracing::info!(driver = %self.name, subjects = ?consumer_config.filter_subjects, "consumer registered");
         }
@@ -197,7 +196,8 @@ impl<D: Driver> DriverManager<D> {
             None => None,
         };
         let _server = AbortOnDrop(server);
-        let Some(client) = connect(&self.config, &self.name, &self.metrics, &mut shutdown).await? else {
+        let Some(client) = connect(&self.config, &self.name, &self.metrics, &mut shutdown).await?
+        else {
             return Ok(());
         };
         let js = jetstream::new(client.clone());
@@ -296,7 +296,11 @@ async fn connect(
     }
 }
 
-fn connect_options(config: &Config, driver: &str, metrics: &Arc<Metrics>) -> async_nats::ConnectOptions {
+fn connect_options(
+    config: &Config,
+    driver: &str,
+    metrics: &Arc<Metrics>,
+) -> async_nats::ConnectOptions {
     let mut options = async_nats::ConnectOptions::new();
     if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
         options = options
@@ -313,20 +317,20 @@ fn connect_options(config: &Config, driver: &str, metrics: &Arc<Metrics>) -> asy
         .event_callback(move |event| {
             let metrics = Arc::clone(&metrics);
             async move {
-            match event {
-                async_nats::Event::Connected => {
-                    metrics.set_connected(true);
-                    tracing::info!("connected to NATS")
+                match event {
+                    async_nats::Event::Connected => {
+                        metrics.set_connected(true);
+                        tracing::info!("connected to NATS")
+                    }
+                    async_nats::Event::Disconnected => {
+                        metrics.set_connected(false);
+                        tracing::warn!("disconnected from NATS; reconnecting")
+                    }
+                    async_nats::Event::Draining | async_nats::Event::Closed => {
+                        tracing::debug!(%event, "NATS connection closing")
+                    }
+                    other => tracing::warn!(event = %other, "NATS connection event"),
                 }
-                async_nats::Event::Disconnected => {
-                    metrics.set_connected(false);
-                    tracing::warn!("disconnected from NATS; reconnecting")
-                }
-                async_nats::Event::Draining | async_nats::Event::Closed => {
-                    tracing::debug!(%event, "NATS connection closing")
-                }
-                other => tracing::warn!(event = %other, "NATS connection event"),
-            }
             }
         })
 }
@@ -362,7 +366,8 @@ fn is_rejection(err: &async_nats::ConnectError) -> bool {
         Kind::Io => {
             // A failed TLS handshake or a TLS alert (e.g. "certificate required") arrives as
             // an I/O error carrying the TLS error.
-            let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
+            let mut source: Option<&(dyn std::error::Error + 'static)> =
+                std::error::Error::source(err);
             while let Some(cause) = source {
                 if cause.is::<async_nats::rustls::Error>() {
                     return true;
@@ -371,7 +376,10 @@ fn is_rejection(err: &async_nats::ConnectError) -> bool {
                     if io.kind() == std::io::ErrorKind::InvalidData {
                         return true;
                     }
-                    if io.get_ref().is_some_and(|inner| inner.is::<async_nats::rustls::Error>()) {
+                    if io
+                        .get_ref()
+                        .is_some_and(|inner| inner.is::<async_nats::rustls::Error>())
+                    {
                         return true;
                     }
                 }
@@ -437,79 +445,109 @@ struct Runner<D> {
 }
 
 impl<D: Driver> Runner<D> {
+    /// Requests an event for every free slot, dispatches events as they come, and keeps the
+    /// slots of requested events reserved until they arrive or their request ends.
     async fn consume(
         &mut self,
-        mut consumer: PullConsumer,
+        consumer: PullConsumer,
         consumer_config: async_nats::jetstream::consumer::pull::Config,
         shutdown: &mut Shutdown,
     ) -> Result<(), Error> {
         let slots = Arc::new(Semaphore::new(self.shared.config.concurrency));
+        let mut reserved = Reserved::default();
+        let Some(mut puller) = self.subscribe(consumer, shutdown).await else {
+            return Ok(());
+        };
         loop {
-            let mut permits = tokio::select! {
+            tokio::select! {
                 biased;
-                _ = shutdown.requested() => return Ok(()),
-                permit = Arc::clone(&slots).acquire_owned() => match permit {
-                    Ok(permit) => permit,
-                    Err(_) => return Ok(()), // the semaphore is never closed
-                },
-            };
-            let free = u32::try_from(slots.available_permits()).unwrap_or(u32::MAX);
-            if let Ok(more) = Arc::clone(&slots).try_acquire_many_owned(free) {
-                permits.merge(more);
-            }
-            let requested = permits.num_permits();
-            let batch = consumer
-                .batch()
-                .max_messages(requested)
-                .expires(PULL_EXPIRES)
-                .messages()
-                .await;
-            let mut batch = match batch {
-                Ok(batch) => batch,
-                Err(err) => {
-                    tracing::warn!(error = %err, "pulling events failed; binding the consumer again");
-                    drop(permits);
-                    if shutdown.sleep(Duration::from_secs(1)).await {
-                        return Ok(());
+                _ = shutdown.requested() => {
+                    for message in puller.close().await {
+                        self.tasks.spawn(settle(message, AckKind::Nak(None)));
                     }
-                    let config = &self.shared.config;
-                    match setup::bind_consumer(
-                        &self.shared.js,
-                        consumer_config.clone(),
-                        config,
-                        shutdown,
-                    )
-                    .await
-                    {
-                        Ok(Some(bound)) => consumer = bound,
-                        Ok(None) => return Ok(()),
-                        Err(err) => tracing::warn!(error = %err, "binding the consumer failed"),
-                    }
-                    continue;
+                    return Ok(());
                 }
-            };
-            loop {
-                tokio::select! {
-                    biased;
-                    _ = shutdown.requested() => {
-                        hand_back_buffered(&mut batch, &mut self.tasks);
-                        return Ok(());
-                    }
-                    next = batch.next() => match next {
-                        Some(Ok(message)) => match permits.split(1) {
-                            Some(permit) => self.dispatch(message, permit),
-                            None => {
-                                // More events than requested: never expected, but never lost.
-                                self.tasks.spawn(settle(message, AckKind::Nak(None)));
-                            }
-                        },
-                        Some(Err(err)) => tracing::warn!(error = %err, "pull request ended with an error"),
-                        None => break,
+                pulled = puller.next() => match pulled {
+                    Pulled::Event(message) => match reserved.take(1) {
+                        Some(permit) => self.dispatch(message, permit),
+                        // More events than requested, after requests were presumed lost:
+                        // hand it to whoever has a free slot.
+                        None => {
+                            self.tasks.spawn(settle(message, AckKind::Nak(None)));
+                        }
                     },
+                    Pulled::Unfilled(count) => drop(reserved.take(count)),
+                    Pulled::Lost(reason) => {
+                        tracing::warn!(%reason, "pulling events failed; binding the consumer again");
+                        reserved = Reserved::default();
+                        drop(puller);
+                        match self.rebind(&consumer_config, shutdown).await {
+                            Some(bound) => puller = bound,
+                            None => return Ok(()),
+                        }
+                    }
+                },
+                permit = Arc::clone(&slots).acquire_owned() => {
+                    let Ok(mut permits) = permit else {
+                        return Ok(()); // the semaphore is never closed
+                    };
+                    // Let tasks that finish at the same moment free their slots too, so
+                    // that one request asks for all of them.
+                    tokio::task::yield_now().await;
+                    let free = u32::try_from(slots.available_permits()).unwrap_or(u32::MAX);
+                    if let Ok(more) = Arc::clone(&slots).try_acquire_many_owned(free) {
+                        permits.merge(more);
+                    }
+                    match puller.request(permits.num_permits()).await {
+                        Ok(()) => reserved.add(permits),
+                        Err(err) => {
+                            tracing::warn!(error = %err, "pull request not sent");
+                            drop(permits);
+                            if shutdown.sleep(Duration::from_secs(1)).await {
+                                return Ok(());
+                            }
+                        }
+                    }
                 }
             }
             while let Some(result) = self.tasks.try_join_next() {
                 report_task(result);
+            }
+        }
+    }
+
+    /// Binds the consumer again after a second's pause, and subscribes anew. `None` if
+    /// shutdown was requested meanwhile.
+    async fn rebind(
+        &mut self,
+        consumer_config: &async_nats::jetstream::consumer::pull::Config,
+        shutdown: &mut Shutdown,
+    ) -> Option<Puller> {
+        loop {
+            if shutdown.sleep(Duration::from_secs(1)).await {
+                return None;
+            }
+            let config = &self.shared.config;
+            match setup::bind_consumer(&self.shared.js, consumer_config.clone(), config, shutdown)
+                .await
+            {
+                Ok(Some(consumer)) => return self.subscribe(consumer, shutdown).await,
+                Ok(None) => return None,
+                Err(err) => tracing::warn!(error = %err, "binding the consumer failed"),
+            }
+        }
+    }
+
+    /// Opens the pull subscription, retrying while the connection cannot take it. `None` if
+    /// shutdown was requested meanwhile.
+    async fn subscribe(&self, consumer: PullConsumer, shutdown: &mut Shutdown) -> Option<Puller> {
+        loop {
+            match Puller::new(&self.shared.js, &self.shared.client, &consumer).await {
+                Ok(puller) => return Some(puller),
+                Err(err) => tracing::warn!(error = %err, "subscribing for events failed"),
+            }
+            if shutdown.sleep(Duration::from_secs(1)).await {
+                return None;
             }
         }
     }
@@ -607,12 +645,25 @@ fn report_task(result: Result<(), tokio::task::JoinError>) {
     }
 }
 
-/// Naks, without delay, the events a pull already delivered to this instance but that were
-/// not dispatched, so that another instance takes them at once.
-fn hand_back_buffered(batch: &mut jetstream::consumer::pull::Batch, tasks: &mut JoinSet<()>) {
-    use futures_util::FutureExt;
-    while let Some(Some(Ok(message))) = batch.next().now_or_never() {
-        tasks.spawn(settle(message, AckKind::Nak(None)));
+/// The slots of events requested and not yet delivered.
+#[derive(Default)]
+struct Reserved(Option<OwnedSemaphorePermit>);
+
+impl Reserved {
+    fn add(&mut self, permits: OwnedSemaphorePermit) {
+        match &mut self.0 {
+            Some(reserved) => reserved.merge(permits),
+            None => self.0 = Some(permits),
+        }
+    }
+
+    /// Takes `count` slots, or all that are left if fewer; `None` if none are.
+    fn take(&mut self, count: usize) -> Option<OwnedSemaphorePermit> {
+        let reserved = self.0.as_mut()?;
+        if count >= reserved.num_permits() {
+            return self.0.take();
+        }
+        reserved.split(count)
     }
 }
 

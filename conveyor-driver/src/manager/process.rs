@@ -16,7 +16,9 @@ use crate::config::Config;
 use crate::driver::{Driver, Event};
 use crate::logger::{Logger, RunContext};
 use crate::metrics::{Counted, Metrics};
-use crate::wire::{subjects, DriverMessage, DriverResult, DriverResultEvent, Received, ResultEnvelope};
+use crate::wire::{
+    subjects, DriverMessage, DriverResult, DriverResultEvent, Received, ResultEnvelope,
+};
 
 use super::ordering::Turn;
 use super::settle;
@@ -78,7 +80,11 @@ pub(crate) fn run_context(driver: &str, message: &DriverMessage) -> RunContext {
 
 /// The span a reconcile runs in, here and in the test kit: it names the driver, run, event,
 /// resource and message, and carries the run's logger for the tracing bridge.
-pub(crate) fn reconcile_span(message: &DriverMessage, attempt: u64, logger: &Logger) -> tracing::Span {
+pub(crate) fn reconcile_span(
+    message: &DriverMessage,
+    attempt: u64,
+    logger: &Logger,
+) -> tracing::Span {
     crate::bridge::with_run_logger(logger, || {
         tracing::info_span!(
             "reconcile",
@@ -203,12 +209,19 @@ pub(crate) async fn reconcile<D: Driver>(
         let message =
             format!("gave up: event delivered {attempt} times, more than max_deliver ({max})");
         logger.log(message.clone());
-        return (Outcome::Publish(DriverResult::failure(message)), Counted::Failure);
+        return (
+            Outcome::Publish(DriverResult::failure(message)),
+            Counted::Failure,
+        );
     }
     let run = AssertUnwindSafe(driver.reconcile(event, logger.clone())).catch_unwind();
     match run.await {
         Ok(Ok(result)) => {
-            let counted = if result.success { Counted::Success } else { Counted::Failure };
+            let counted = if result.success {
+                Counted::Success
+            } else {
+                Counted::Failure
+            };
             (Outcome::Publish(result), counted)
         }
         Ok(Err(error)) if error.is_transient() && attempt < max => {
@@ -223,7 +236,10 @@ pub(crate) async fn reconcile<D: Driver>(
         }
         Ok(Err(error)) if error.is_transient() => {
             let message = format!("{error} (gave up after {attempt} attempts)");
-            (Outcome::Publish(DriverResult::failure(message)), Counted::Failure)
+            (
+                Outcome::Publish(DriverResult::failure(message)),
+                Counted::Failure,
+            )
         }
         Ok(Err(error)) => (
             Outcome::Publish(DriverResult::failure(error.message())),
@@ -232,7 +248,10 @@ pub(crate) async fn reconcile<D: Driver>(
         Err(panic) => {
             let message = format!("reconcile panicked: {}", panic_message(panic.as_ref()));
             tracing::error!("{message}");
-            (Outcome::Publish(DriverResult::failure(message)), Counted::Panic)
+            (
+                Outcome::Publish(DriverResult::failure(message)),
+                Counted::Panic,
+            )
         }
     }
 }
