@@ -15,9 +15,9 @@ mod runtime;
 
 use std::collections::HashMap;
 use std::ops::Range;
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -48,6 +48,9 @@ struct Cli {
     /// Run only the scenarios whose name contains this text (and skip latency and memory).
     #[arg(long)]
     only: Option<String>,
+    /// The runtime driver's prefetch (`CONVEYOR_PREFETCH`): events taken ahead of free slots.
+    #[arg(long, default_value_t = 0)]
+    prefetch: usize,
 }
 
 #[derive(Subcommand)]
@@ -117,6 +120,7 @@ struct Sample {
 }
 
 async fn report(cli: Cli) -> Result<(), BoxError> {
+    PREFETCH.store(cli.prefetch, Ordering::Relaxed);
     let scaled = |n: usize| ((n as f64 * cli.scale).round() as usize).max(10);
     let scenarios = [
         Scenario {
@@ -155,12 +159,15 @@ async fn report(cli: Cli) -> Result<(), BoxError> {
             instances: 2,
         },
     ];
+    println!("runtime prefetch: {}\n", cli.prefetch);
     println!("| scenario | events | raw events/s | runtime events/s | runtime / raw | runtime peak RSS |");
     println!("|---|---|---|---|---|---|");
     let mut one_instance = 0.0;
-    let selected = scenarios
-        .iter()
-        .filter(|s| cli.only.as_ref().is_none_or(|only| s.name.contains(only.as_str())));
+    let selected = scenarios.iter().filter(|s| {
+        cli.only
+            .as_ref()
+            .map_or(true, |only| s.name.contains(only.as_str()))
+    });
     for scenario in selected {
         let raw = summarize(measure_runs(Kind::Raw, scenario, cli.runs).await?);
         let ours = summarize(measure_runs(Kind::Runtime, scenario, cli.runs).await?);
@@ -283,11 +290,18 @@ async fn setup() -> Result<Setup, BoxError> {
 const BACKLOG: usize = 1000;
 
 /// Publishes events `range` as DriverMessages (payload as a string), pipelining the PubAcks.
-async fn publish_range(js: &async_nats::jetstream::Context, range: Range<usize>, work_ms: u64) -> Result<(), BoxError> {
+async fn publish_range(
+    js: &async_nats::jetstream::Context,
+    range: Range<usize>,
+    work_ms: u64,
+) -> Result<(), BoxError> {
     let mut acks = Vec::new();
     for i in range {
         let (_, body) = message(i, work_ms);
-        acks.push(js.publish(format!("resources.{DRIVER}"), body.into()).await?);
+        acks.push(
+            js.publish(format!("resources.{DRIVER}"), body.into())
+                .await?,
+        );
         if acks.len() == 256 {
             for ack in acks.drain(..) {
                 ack.await?;
@@ -356,6 +370,9 @@ fn message(i: usize, work_ms: u64) -> (String, Vec<u8>) {
     (run_id, body.to_string().into_bytes())
 }
 
+/// The `--prefetch` of the run, for the runtime drivers it starts.
+static PREFETCH: AtomicUsize = AtomicUsize::new(0);
+
 fn spawn_driver(
     kind: Kind,
     url: &str,
@@ -386,6 +403,10 @@ fn spawn_driver(
             "--work-ms",
             &work_ms.to_string(),
         ])
+        .env(
+            "CONVEYOR_PREFETCH",
+            PREFETCH.load(Ordering::Relaxed).to_string(),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -417,7 +438,6 @@ fn proc_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-
 async fn measure(kind: Kind, scenario: &Scenario) -> Result<Sample, BoxError> {
     let mut setup = setup().await?;
     let url = setup.server.url();
@@ -427,7 +447,14 @@ async fn measure(kind: Kind, scenario: &Scenario) -> Result<Sample, BoxError> {
             .collect::<Result<Vec<_>, _>>()
             .map_err(BoxError::from)
     };
-    let (elapsed, children) = drive(&mut setup, scenario.events, scenario.work_ms, start, |_, _| {}).await?;
+    let (elapsed, children) = drive(
+        &mut setup,
+        scenario.events,
+        scenario.work_ms,
+        start,
+        |_, _| {},
+    )
+    .await?;
     let peak_rss_kib = children
         .iter()
         .map(|c| proc_kib(c.id(), "VmHWM:"))
@@ -514,7 +541,10 @@ async fn soak(count: usize) -> Result<(), BoxError> {
     };
     let (_, child) = drive(&mut setup, count, 0, start, sample).await?;
     stop(child)?;
-    let line: Vec<String> = samples.iter().map(|(n, kib)| format!("{n}: {} MiB", mib(*kib))).collect();
+    let line: Vec<String> = samples
+        .iter()
+        .map(|(n, kib)| format!("{n}: {} MiB", mib(*kib)))
+        .collect();
     println!("runtime RSS over a {count}-event run: {}", line.join(", "));
     Ok(())
 }

@@ -23,7 +23,8 @@ async fn bench(event: Event, log: Logger) -> DriverResult {
 /// Runs the driver until SIGTERM.
 pub async fn run(url: &str, concurrency: usize, work_ms: u64) -> Result<(), BoxError> {
     WORK_MS.store(work_ms, Ordering::Relaxed);
-    let config = Config::default().nats_url(url).concurrency(concurrency);
+    // From the environment for the prefetch; the rest is set here.
+    let config = Config::from_env()?.nats_url(url).concurrency(concurrency);
     DriverManager::new(BenchDriver, config)?.run().await?;
     Ok(())
 }

@@ -3,10 +3,10 @@
 
 use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned, ToTokens};
+use syn::ext::IdentExt;
 use syn::parse::{ParseStream, Parser};
 use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
-use syn::ext::IdentExt;
 use syn::{Ident, ItemFn, LitBool, LitStr, Token};
 
 mod kw {
@@ -40,7 +40,10 @@ struct DriverConfig {
 
 fn set_once<T>(slot: &mut Option<T>, key_span: Span, key: &str, value: T) -> syn::Result<()> {
     if slot.is_some() {
-        return Err(syn::Error::new(key_span, format!("duplicate `{key}` argument")));
+        return Err(syn::Error::new(
+            key_span,
+            format!("duplicate `{key}` argument"),
+        ));
     }
     *slot = Some(value);
     Ok(())
@@ -68,14 +71,20 @@ fn parse_args(input: ParseStream<'_>, args: &mut RawArgs) -> syn::Result<()> {
             let key = input.parse::<kw::main>()?;
             input.parse::<Token![=]>()?;
             let value: LitBool = input.parse().map_err(|err| {
-                syn::Error::new(err.span(), "`main` must be `true` or `false`, e.g. main = false")
+                syn::Error::new(
+                    err.span(),
+                    "`main` must be `true` or `false`, e.g. main = false",
+                )
             })?;
             set_once(&mut args.main, key.span, "main", value)?;
         } else if lookahead.peek(kw::driver) {
             let key = input.parse::<kw::driver>()?;
             input.parse::<Token![=]>()?;
             let value: Ident = input.parse().map_err(|err| {
-                syn::Error::new(err.span(), "`driver` must be a type name, e.g. driver = BuildDriver")
+                syn::Error::new(
+                    err.span(),
+                    "`driver` must be a type name, e.g. driver = BuildDriver",
+                )
             })?;
             set_once(&mut args.driver, key.span, "driver", value)?;
         } else if input.peek(Ident::peek_any) {
@@ -85,7 +94,10 @@ fn parse_args(input: ParseStream<'_>, args: &mut RawArgs) -> syn::Result<()> {
                 Some(known) => format!("unknown argument `{unknown}`; did you mean `{known}`?"),
                 None => format!(
                     "unknown argument `{unknown}`; expected one of {}",
-                    KEYS.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
+                    KEYS.iter()
+                        .map(|k| format!("`{k}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             };
             return Err(syn::Error::new(key.span(), message));
@@ -102,11 +114,18 @@ fn parse_args(input: ParseStream<'_>, args: &mut RawArgs) -> syn::Result<()> {
 
 fn parse_string(input: ParseStream<'_>, key: &str, example: &str) -> syn::Result<LitStr> {
     input.parse::<LitStr>().map_err(|err| {
-        syn::Error::new(err.span(), format!("`{key}` must be a string literal, e.g. {example}"))
+        syn::Error::new(
+            err.span(),
+            format!("`{key}` must be a string literal, e.g. {example}"),
+        )
     })
 }
 
-fn parse_list(input: ParseStream<'_>, key: &str, example: &str) -> syn::Result<(Span, Vec<LitStr>)> {
+fn parse_list(
+    input: ParseStream<'_>,
+    key: &str,
+    example: &str,
+) -> syn::Result<(Span, Vec<LitStr>)> {
     let expected = || format!("`{key}` must be a list of string literals, e.g. {example}");
     if !input.peek(syn::token::Bracket) {
         return Err(syn::Error::new(input.span(), expected()));
@@ -168,9 +187,15 @@ fn check_names(what: &str, list: &[LitStr], errors: &mut Vec<syn::Error>) {
     for lit in list {
         let value = lit.value();
         if let Some(problem) = token_problem(&value) {
-            errors.push(syn::Error::new(lit.span(), format!("invalid {what} {value:?}: {problem}")));
+            errors.push(syn::Error::new(
+                lit.span(),
+                format!("invalid {what} {value:?}: {problem}"),
+            ));
         } else if seen.contains(&value) {
-            errors.push(syn::Error::new(lit.span(), format!("duplicate {what} {value:?}")));
+            errors.push(syn::Error::new(
+                lit.span(),
+                format!("duplicate {what} {value:?}"),
+            ));
         }
         seen.push(value);
     }
@@ -199,7 +224,10 @@ impl RawArgs {
         let name = match self.name {
             Some(name) => {
                 if let Some(problem) = token_problem(&name.value()) {
-                    errors.push(syn::Error::new(name.span(), format!("invalid driver name {:?}: {problem}", name.value())));
+                    errors.push(syn::Error::new(
+                        name.span(),
+                        format!("invalid driver name {:?}: {problem}", name.value()),
+                    ));
                 }
                 Some(name)
             }
@@ -214,7 +242,10 @@ impl RawArgs {
         let resources = match self.resources {
             Some((span, resources)) => {
                 if resources.is_empty() {
-                    errors.push(syn::Error::new(span, "`resources` must name at least one resource type"));
+                    errors.push(syn::Error::new(
+                        span,
+                        "`resources` must name at least one resource type",
+                    ));
                 }
                 check_names("resource", &resources, &mut errors);
                 resources
@@ -265,7 +296,10 @@ impl RawArgs {
                 type_name,
             }),
             // Unreachable: a missing name or type name is reported above.
-            _ => Err(syn::Error::new(Span::call_site(), "missing `name` argument")),
+            _ => Err(syn::Error::new(
+                Span::call_site(),
+                "missing `name` argument",
+            )),
         }
     }
 }
@@ -287,7 +321,10 @@ fn check_fn(input: &ItemFn, main: bool) -> Result<(), syn::Error> {
         ));
     }
     if let Some(variadic) = &sig.variadic {
-        errors.push(syn::Error::new(variadic.span(), "a `#[driver]` function cannot be variadic"));
+        errors.push(syn::Error::new(
+            variadic.span(),
+            "a `#[driver]` function cannot be variadic",
+        ));
     }
     for arg in &sig.inputs {
         match arg {
@@ -353,7 +390,11 @@ pub(crate) fn driver(args: TokenStream, item: TokenStream) -> TokenStream {
 /// The item unchanged, the errors, and an empty `main` so that only the real errors show.
 fn with_errors(item: TokenStream, error: syn::Error, stub_main: bool) -> TokenStream {
     let error = error.into_compile_error();
-    let main = stub_main.then(|| quote!(fn main() {}));
+    let main = stub_main.then(|| {
+        quote!(
+            fn main() {}
+        )
+    });
     quote! { #item #error #main }
 }
 
@@ -370,7 +411,10 @@ fn expand(input: &ItemFn, config: &DriverConfig) -> TokenStream {
             let resource_value = resource.value();
             [
                 LitStr::new(&format!("resources.{resource_value}"), resource.span()),
-                LitStr::new(&format!("drivers.{name_value}.resources.{resource_value}"), resource.span()),
+                LitStr::new(
+                    &format!("drivers.{name_value}.resources.{resource_value}"),
+                    resource.span(),
+                ),
             ]
         })
         .collect();
@@ -385,7 +429,9 @@ fn expand(input: &ItemFn, config: &DriverConfig) -> TokenStream {
     let mut vars = Vec::new();
     let mut extractions = Vec::new();
     for (index, arg) in input.sig.inputs.iter().enumerate() {
-        let syn::FnArg::Typed(typed) = arg else { continue };
+        let syn::FnArg::Typed(typed) = arg else {
+            continue;
+        };
         let ty = &typed.ty;
         let var = format_ident!("__conveyor_arg{}", index, span = Span::mixed_site());
         let call = quote_spanned! {ty.span()=>
@@ -499,8 +545,14 @@ mod tests {
 
     #[test]
     fn type_names() {
-        assert_eq!(default_type_name("builder").as_deref(), Some("BuilderDriver"));
-        assert_eq!(default_type_name("build-tools_x").as_deref(), Some("BuildToolsXDriver"));
+        assert_eq!(
+            default_type_name("builder").as_deref(),
+            Some("BuilderDriver")
+        );
+        assert_eq!(
+            default_type_name("build-tools_x").as_deref(),
+            Some("BuildToolsXDriver")
+        );
         assert_eq!(default_type_name("9lives"), None);
         assert_eq!(default_type_name("--"), None);
     }
@@ -525,11 +577,17 @@ mod tests {
 
     #[test]
     fn errors_keep_the_function_and_stub_main() {
-        let out = expand_str(r#"name = "a.b", resources = ["x"]"#, "async fn reconcile() {}");
+        let out = expand_str(
+            r#"name = "a.b", resources = ["x"]"#,
+            "async fn reconcile() {}",
+        );
         assert!(out.contains("compile_error"), "{out}");
         assert!(out.contains("async fn reconcile"), "{out}");
         assert!(out.contains("fn main () { }"), "{out}");
-        let out = expand_str(r#"name = "a.b", resources = ["x"], main = false"#, "async fn reconcile() {}");
+        let out = expand_str(
+            r#"name = "a.b", resources = ["x"], main = false"#,
+            "async fn reconcile() {}",
+        );
         assert!(!out.contains("fn main"), "{out}");
     }
 }

@@ -24,7 +24,12 @@ struct BuildError {
 }
 
 #[driver(name = "builder", resources = ["build", "release"], events = ["create"], main = false)]
-async fn build(Spec(spec): Spec<BuildSpec>, run: RunId, log: Logger, event: Event) -> Result<Value, BuildError> {
+async fn build(
+    Spec(spec): Spec<BuildSpec>,
+    run: RunId,
+    log: Logger,
+    event: Event,
+) -> Result<Value, BuildError> {
     log.log(format!("building {} for run {run}", spec.image));
     if spec.fail {
         return Err(BuildError {
@@ -48,7 +53,12 @@ fn event(spec: Value) -> Event {
         "id": "r1", "name": "app", "resource": "build", "metadata": {}, "spec": spec,
     }))
     .unwrap();
-    Event::new("create", "m1", "0b6f3c55-6a59-4a8f-9c1e-5f0f7d5b2a10", resource)
+    Event::new(
+        "create",
+        "m1",
+        "0b6f3c55-6a59-4a8f-9c1e-5f0f7d5b2a10",
+        resource,
+    )
 }
 
 fn log() -> Logger {
@@ -63,7 +73,10 @@ fn constants_match_the_runtime() {
     assert_eq!(RetrierDriver.events(), None);
     let manager = DriverManager::new(BuilderDriver, Config::default()).unwrap();
     let mut runtime: Vec<String> = manager.filter_subjects();
-    let mut generated: Vec<String> = BuilderDriver::FILTER_SUBJECTS.iter().map(|s| s.to_string()).collect();
+    let mut generated: Vec<String> = BuilderDriver::FILTER_SUBJECTS
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     runtime.sort();
     generated.sort();
     assert_eq!(runtime, generated);
@@ -71,7 +84,10 @@ fn constants_match_the_runtime() {
 
 #[tokio::test]
 async fn ok_data_becomes_a_successful_result() {
-    let result = BuilderDriver.reconcile(event(json!({"image": "app:1"})), log()).await.unwrap();
+    let result = BuilderDriver
+        .reconcile(event(json!({"image": "app:1"})), log())
+        .await
+        .unwrap();
     assert!(result.success);
     assert_eq!(result.data, json!({"image": "app:1", "event": "create"}));
 }
@@ -89,14 +105,24 @@ async fn errors_fail_with_their_source_chain() {
 #[tokio::test]
 async fn a_spec_that_does_not_fit_fails_naming_field_and_type() {
     for spec in [json!({"image": 7}), json!(null), json!({"fail": true})] {
-        let error = BuilderDriver.reconcile(event(spec.clone()), log()).await.unwrap_err();
+        let error = BuilderDriver
+            .reconcile(event(spec.clone()), log())
+            .await
+            .unwrap_err();
         assert!(!error.is_transient());
         let message = error.message();
         assert!(message.contains("`BuildSpec`"), "{spec}: {message}");
         assert!(message.contains("spec"), "{spec}: {message}");
     }
-    let error = BuilderDriver.reconcile(event(json!({"image": 7})), log()).await.unwrap_err();
-    assert!(error.message().contains("spec.image") && error.message().contains("expected a string"), "{}", error.message());
+    let error = BuilderDriver
+        .reconcile(event(json!({"image": 7})), log())
+        .await
+        .unwrap_err();
+    assert!(
+        error.message().contains("spec.image") && error.message().contains("expected a string"),
+        "{}",
+        error.message()
+    );
 }
 
 #[tokio::test]
@@ -107,14 +133,29 @@ async fn transient_errors_stay_transient() {
         .unwrap_err();
     assert!(error.is_transient());
     assert_eq!(error.retry_delay(), Some(Duration::from_secs(2)));
-    let result = RetrierDriver.reconcile(event(json!({"image": "x"})), log()).await.unwrap();
-    assert_eq!(result, DriverResult::success(conveyor_driver::SUCCESS_MESSAGE));
+    let result = RetrierDriver
+        .reconcile(event(json!({"image": "x"})), log())
+        .await
+        .unwrap();
+    assert_eq!(
+        result,
+        DriverResult::success(conveyor_driver::SUCCESS_MESSAGE)
+    );
 }
 
 #[tokio::test]
 async fn the_function_stays_callable() {
-    let value = build(Spec(BuildSpec { image: "direct".into(), fail: false, busy: false }), RunId("r".into()), log(), event(json!({})))
-        .await
-        .unwrap();
+    let value = build(
+        Spec(BuildSpec {
+            image: "direct".into(),
+            fail: false,
+            busy: false,
+        }),
+        RunId("r".into()),
+        log(),
+        event(json!({})),
+    )
+    .await
+    .unwrap();
     assert_eq!(value["image"], "direct");
 }

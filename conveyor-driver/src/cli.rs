@@ -12,6 +12,7 @@
 //! Options:
 //!       --nats-url <URL>              NATS server URL(s), comma separated [env: CONVEYOR_NATS_URL=]
 //!       --concurrency <N>             Events reconciled at once by this instance [env: CONVEYOR_CONCURRENCY=]
+//!       --prefetch <N>                [env: CONVEYOR_PREFETCH=]
 //!       --ack-wait <DURATION>         [env: CONVEYOR_ACK_WAIT=]
 //!       --max-deliver <N>             [env: CONVEYOR_MAX_DELIVER=]
 //!       --max-ack-pending <N>         [env: CONVEYOR_MAX_ACK_PENDING=]
@@ -87,6 +88,10 @@ pub struct Args {
     #[arg(long, global = true, env = "CONVEYOR_CONCURRENCY", value_name = "N",
           value_parser = parse_count::<usize>)]
     pub concurrency: Option<usize>,
+
+    /// How many events this instance takes ahead of free slots; 0 shares work fairly between instances [default: 0]
+    #[arg(long, global = true, env = "CONVEYOR_PREFETCH", value_name = "N")]
+    pub prefetch: Option<usize>,
 
     /// How long JetStream waits for an acknowledgement, e.g. 30s [default: 30s]
     #[arg(long, global = true, env = "CONVEYOR_ACK_WAIT", value_name = "DURATION", value_parser = parse_duration)]
@@ -224,6 +229,9 @@ impl Args {
         }
         if let Some(n) = self.concurrency {
             config = config.concurrency(n);
+        }
+        if let Some(n) = self.prefetch {
+            config = config.prefetch(n);
         }
         if let Some(wait) = self.ack_wait {
             config = config.ack_wait(wait);
@@ -617,6 +625,8 @@ mod tests {
             "nats://10.1.1.1:4222",
             "--concurrency",
             "8",
+            "--prefetch",
+            "16",
             "--ack-wait",
             "45s",
             "--max-deliver",
@@ -642,6 +652,7 @@ mod tests {
             .unwrap()
             .nats_url("nats://10.1.1.1:4222")
             .concurrency(8)
+            .prefetch(16)
             .ack_wait(Duration::from_secs(45))
             .max_deliver(3)
             .max_ack_pending(9)
@@ -657,6 +668,7 @@ mod tests {
         for (flag, value) in [
             ("--concurrency", "0"),
             ("--concurrency", "many"),
+            ("--prefetch", "some"),
             ("--ack-wait", "soon"),
             ("--max-deliver=-1", ""),
             ("--log-format", "xml"),

@@ -22,6 +22,7 @@ use std::time::Duration;
 /// |---|---|---|
 /// | [`nats_url`](Self::nats_url) | `CONVEYOR_NATS_URL` | `nats://127.0.0.1:4222` |
 /// | [`concurrency`](Self::concurrency) | `CONVEYOR_CONCURRENCY` | 4 |
+/// | [`prefetch`](Self::prefetch) | `CONVEYOR_PREFETCH` | 0 |
 /// | [`ack_wait`](Self::ack_wait) | `CONVEYOR_ACK_WAIT` | 30s |
 /// | [`max_deliver`](Self::max_deliver) | `CONVEYOR_MAX_DELIVER` | 5 |
 /// | [`max_ack_pending`](Self::max_ack_pending) | `CONVEYOR_MAX_ACK_PENDING` | 1000 |
@@ -37,6 +38,7 @@ use std::time::Duration;
 pub struct Config {
     pub(crate) nats_url: String,
     pub(crate) concurrency: usize,
+    pub(crate) prefetch: usize,
     pub(crate) ack_wait: Duration,
     pub(crate) max_deliver: u32,
     pub(crate) max_ack_pending: u32,
@@ -56,6 +58,7 @@ impl Default for Config {
         Self {
             nats_url: "nats://127.0.0.1:4222".to_owned(),
             concurrency: 4,
+            prefetch: 0,
             ack_wait: Duration::from_secs(30),
             max_deliver: 5,
             max_ack_pending: 1000,
@@ -99,16 +102,19 @@ impl Config {
             config.nats_url = url;
         }
         if let Some(v) = read("CONVEYOR_CONCURRENCY") {
-            config.concurrency = parse_number("CONVEYOR_CONCURRENCY", &v)?;
+            config.concurrency = parse_number("CONVEYOR_CONCURRENCY", &v, 1)?;
+        }
+        if let Some(v) = read("CONVEYOR_PREFETCH") {
+            config.prefetch = parse_number("CONVEYOR_PREFETCH", &v, 0)?;
         }
         if let Some(v) = read("CONVEYOR_ACK_WAIT") {
             config.ack_wait = parse_duration("CONVEYOR_ACK_WAIT", &v)?;
         }
         if let Some(v) = read("CONVEYOR_MAX_DELIVER") {
-            config.max_deliver = parse_number("CONVEYOR_MAX_DELIVER", &v)?;
+            config.max_deliver = parse_number("CONVEYOR_MAX_DELIVER", &v, 1)?;
         }
         if let Some(v) = read("CONVEYOR_MAX_ACK_PENDING") {
-            config.max_ack_pending = parse_number("CONVEYOR_MAX_ACK_PENDING", &v)?;
+            config.max_ack_pending = parse_number("CONVEYOR_MAX_ACK_PENDING", &v, 1)?;
         }
         if let Some(v) = read("CONVEYOR_RETRY_BACKOFF") {
             config.retry_backoff = parse_duration("CONVEYOR_RETRY_BACKOFF", &v)?;
@@ -150,6 +156,25 @@ impl Config {
     #[must_use]
     pub fn concurrency(mut self, concurrency: usize) -> Self {
         self.concurrency = concurrency;
+        self
+    }
+
+    /// How many events this instance takes from JetStream ahead of free slots, to start each
+    /// one as soon as a slot frees rather than a round trip later. The default, 0, takes only
+    /// as many events as there are free slots, so that several instances share the work
+    /// fairly: a prefetched event waits here even when another instance is idle. Worth it for
+    /// many short reconciles on one instance; prefetched events are kept alive with
+    /// in-progress acks and handed back at once on shutdown.
+    ///
+    /// ```
+    /// use conveyor_driver::Config;
+    ///
+    /// // Up to 64 reconciles at once, and 64 more events waiting for a slot.
+    /// let config = Config::default().concurrency(64).prefetch(64);
+    /// ```
+    #[must_use]
+    pub fn prefetch(mut self, prefetch: usize) -> Self {
+        self.prefetch = prefetch;
         self
     }
 
@@ -328,16 +353,17 @@ fn invalid_value(setting: &str, value: &str, reason: impl Into<String>) -> Confi
     }
 }
 
-fn parse_number<T: std::str::FromStr + PartialOrd + From<u8>>(
+fn parse_number<T: std::str::FromStr + PartialOrd + std::fmt::Display>(
     setting: &str,
     value: &str,
+    min: T,
 ) -> Result<T, ConfigError> {
     match value.trim().parse::<T>() {
-        Ok(n) if n >= T::from(1) => Ok(n),
+        Ok(n) if n >= min => Ok(n),
         _ => Err(invalid_value(
             setting,
             value,
-            "expected a whole number of at least 1",
+            format!("expected a whole number of at least {min}"),
         )),
     }
 }
@@ -398,6 +424,7 @@ mod tests {
         let config = env(&[
             ("CONVEYOR_NATS_URL", "nats://10.0.0.1:4222"),
             ("CONVEYOR_CONCURRENCY", "12"),
+            ("CONVEYOR_PREFETCH", "0"),
             ("CONVEYOR_ACK_WAIT", "45s"),
             ("CONVEYOR_MAX_DELIVER", "3"),
             ("CONVEYOR_MAX_ACK_PENDING", "50"),
@@ -409,6 +436,7 @@ mod tests {
         .unwrap();
         assert_eq!(config.nats_url, "nats://10.0.0.1:4222");
         assert_eq!(config.concurrency, 12);
+        assert_eq!(config.prefetch, 0);
         assert_eq!(config.ack_wait, Duration::from_secs(45));
         assert_eq!(config.max_deliver, 3);
         assert_eq!(config.max_ack_pending, 50);
@@ -425,6 +453,7 @@ mod tests {
             ("CONVEYOR_CONCURRENCY", "many"),
             ("CONVEYOR_ACK_WAIT", "soon"),
             ("CONVEYOR_MAX_DELIVER", "-1"),
+            ("CONVEYOR_PREFETCH", "-1"),
             ("CONVEYOR_CREATE_STREAMS", "maybe"),
         ] {
             let err = env(&[(name, value)]).unwrap_err();

@@ -9,7 +9,12 @@ use conveyor_driver_tests::pki::{Ca, KeyKind};
 async fn trigger(file: &Path, env: &[(&str, &str)]) -> Output {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_trigger"));
     command.arg(file);
-    for name in ["CONVEYOR_API_URL", "CONVEYOR_TLS_CERT", "CONVEYOR_TLS_KEY", "CONVEYOR_TLS_CA"] {
+    for name in [
+        "CONVEYOR_API_URL",
+        "CONVEYOR_TLS_CERT",
+        "CONVEYOR_TLS_KEY",
+        "CONVEYOR_TLS_CA",
+    ] {
         command.env_remove(name);
     }
     command.envs(env.iter().copied());
@@ -41,8 +46,15 @@ async fn sends_the_file_byte_for_byte_and_prints_the_run_id() {
     assert!(output.status.success(), "{}", stderr(&output));
     let requests = server.requests();
     assert_eq!(requests.len(), 1);
-    assert_eq!((requests[0].method.as_str(), requests[0].path.as_str()), ("POST", "/resources"));
-    assert_eq!(requests[0].body, RESOURCE.as_bytes(), "the exact bytes of the file");
+    assert_eq!(
+        (requests[0].method.as_str(), requests[0].path.as_str()),
+        ("POST", "/resources")
+    );
+    assert_eq!(
+        requests[0].body,
+        RESOURCE.as_bytes(),
+        "the exact bytes of the file"
+    );
     let runid = String::from_utf8(output.stdout).unwrap();
     assert!(uuid::Uuid::try_parse(runid.trim()).is_ok(), "{runid:?}");
     assert_eq!(runid.lines().count(), 1);
@@ -53,7 +65,10 @@ async fn accepts_201_with_extra_fields() {
     let server = ApiServer::start().await;
     server.script(201, r#"{"name":"app","runid":"run-42","message":"Resource created successfully","version":"1","extra":{"nested":[1,2]}}"#);
     let dir = tempfile::tempdir().unwrap();
-    let file = write(dir.path(), br#"{"name":"app","resource":"build","spec":{}}"#);
+    let file = write(
+        dir.path(),
+        br#"{"name":"app","resource":"build","spec":{}}"#,
+    );
     let output = trigger(&file, &[("CONVEYOR_API_URL", &server.url)]).await;
     assert!(output.status.success(), "{}", stderr(&output));
     assert_eq!(String::from_utf8(output.stdout).unwrap(), "run-42\n");
@@ -62,23 +77,40 @@ async fn accepts_201_with_extra_fields() {
 #[tokio::test]
 async fn a_rejection_names_the_servers_message() {
     let server = ApiServer::start().await;
-    server.script(400, r#"{"error":"Resource validation failed: spec.image is required"}"#);
+    server.script(
+        400,
+        r#"{"error":"Resource validation failed: spec.image is required"}"#,
+    );
     let dir = tempfile::tempdir().unwrap();
-    let file = write(dir.path(), br#"{"name":"app","resource":"build","spec":{}}"#);
+    let file = write(
+        dir.path(),
+        br#"{"name":"app","resource":"build","spec":{}}"#,
+    );
     let output = trigger(&file, &[("CONVEYOR_API_URL", &server.url)]).await;
     assert!(!output.status.success());
     let err = stderr(&output);
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.contains("rejected") && err.contains("spec.image is required"), "{err}");
+    assert!(
+        err.contains("rejected") && err.contains("spec.image is required"),
+        "{err}"
+    );
     assert!(output.stdout.is_empty());
 }
 
 #[tokio::test]
 async fn an_unreachable_server_is_reported() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let dir = tempfile::tempdir().unwrap();
     let file = write(dir.path(), br#"{"name":"app","resource":"build"}"#);
-    let output = trigger(&file, &[("CONVEYOR_API_URL", &format!("http://127.0.0.1:{port}"))]).await;
+    let output = trigger(
+        &file,
+        &[("CONVEYOR_API_URL", &format!("http://127.0.0.1:{port}"))],
+    )
+    .await;
     assert!(!output.status.success());
     let err = stderr(&output);
     assert_eq!(err.lines().count(), 1, "{err}");
@@ -92,10 +124,18 @@ async fn a_bad_file_is_reported_without_contacting_the_server() {
     let url = [("CONVEYOR_API_URL", server.url.as_str())];
     let missing = trigger(&dir.path().join("missing.json"), &url).await;
     assert!(!missing.status.success());
-    assert!(stderr(&missing).contains("cannot read"), "{}", stderr(&missing));
+    assert!(
+        stderr(&missing).contains("cannot read"),
+        "{}",
+        stderr(&missing)
+    );
     let invalid = trigger(&write(dir.path(), b"{\"name\": "), &url).await;
     assert!(!invalid.status.success());
-    assert!(stderr(&invalid).contains("is not valid JSON"), "{}", stderr(&invalid));
+    assert!(
+        stderr(&invalid).contains("is not valid JSON"),
+        "{}",
+        stderr(&invalid)
+    );
     assert_eq!(stderr(&invalid).lines().count(), 1);
     assert!(server.requests().is_empty());
 }
@@ -105,7 +145,11 @@ async fn without_an_api_url_it_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let output = trigger(&write(dir.path(), b"{}"), &[]).await;
     assert!(!output.status.success());
-    assert!(stderr(&output).contains("CONVEYOR_API_URL"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("CONVEYOR_API_URL"),
+        "{}",
+        stderr(&output)
+    );
 }
 
 #[tokio::test]
@@ -113,7 +157,9 @@ async fn authenticates_with_the_client_certificate_from_the_environment() {
     let ca = Ca::new("Conveyor CA");
     let server = ApiServer::start_with_ca(&ca.cert_der).await;
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = ca.client("trigger", KeyKind::P384).write(dir.path(), "client");
+    let (cert, key) = ca
+        .client("trigger", KeyKind::P384)
+        .write(dir.path(), "client");
     let ca_path = ca.write(dir.path(), "ca");
     let file = write(dir.path(), RESOURCE.as_bytes());
     let env = [
@@ -129,5 +175,9 @@ async fn authenticates_with_the_client_certificate_from_the_environment() {
     // Without the certificate the server refuses, and trigger says so.
     let output = trigger(&file, &env[..1]).await;
     assert!(!output.status.success());
-    assert!(stderr(&output).contains("missing bearer token"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("missing bearer token"),
+        "{}",
+        stderr(&output)
+    );
 }

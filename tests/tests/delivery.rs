@@ -16,6 +16,21 @@ async fn builder(conveyor: &Conveyor, config: Config) -> (TestDriver, Running) {
     (driver, running)
 }
 
+/// Publishes a `create` event for builds `app-0` … `app-{count-1}`, each with `spec`, as
+/// the Conveyor server does; returns their run ids.
+async fn create_builds(conveyor: &Conveyor, count: usize, spec: serde_json::Value) -> Vec<String> {
+    let mut runs = Vec::new();
+    for i in 0..count {
+        let build = resource("build", &format!("app-{i}"), spec.clone());
+        runs.push(
+            conveyor
+                .publish("resources.build", "create", &build, Payload::String)
+                .await,
+        );
+    }
+    runs
+}
+
 async fn start(server: &NatsServer) -> (Conveyor, Tap) {
     init_tracing();
     let conveyor = Conveyor::new(server).await;
@@ -157,29 +172,11 @@ async fn reconciles_run_concurrently_up_to_the_limit() {
     let (driver, running) = builder(&conveyor, test_config(&server).concurrency(8)).await;
 
     let started = Instant::now();
-    let mut runs = Vec::new();
-    for i in 0..32 {
-        let spec = json!({"hold": true, "sleep_ms": 500});
-        runs.push(
-            conveyor
-                .publish(
-                    "resources.build",
-                    "create",
-                    &resource("build", &format!("app-{i}"), spec),
-                    Payload::String,
-                )
-                .await,
-        );
-    }
+    let runs = create_builds(&conveyor, 32, json!({"hold": true, "sleep_ms": 500})).await;
     // Every slot is taken by a held reconcile, so nothing is acked: what the consumer has
     // handed out is exactly what the driver pulled, and that must be its free slots, no more.
-    tokio::time::timeout(Duration::from_secs(30), async {
-        while driver.calls().len() < 8 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .expect("8 reconciles start");
+    let held = &driver;
+    wait_until("8 reconciles", || async move { held.calls().len() == 8 }).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let consumer = conveyor.consumer("builder").await;
     assert_eq!(driver.calls().len(), 8, "no reconcile beyond the limit");
@@ -206,6 +203,80 @@ async fn reconciles_run_concurrently_up_to_the_limit() {
     );
     // Serially the 32 sleeps take 16 s; generous bound far below it.
     assert!(elapsed < Duration::from_secs(8), "took {elapsed:?}");
+    running.stop().await.unwrap();
+}
+
+/// Polls `done` until it holds, or fails the test after 30 s.
+async fn wait_until<F: std::future::Future<Output = bool>>(
+    what: &str,
+    mut done: impl FnMut() -> F,
+) {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while !done().await {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
+}
+
+#[tokio::test]
+async fn prefetched_events_wait_for_a_slot_and_go_back_at_once_on_shutdown() {
+    let server = NatsServer::start();
+    let (conveyor, mut tap) = start(&server).await;
+    // A long ack wait: only an explicit nak can bring an event back within the test.
+    let config = || test_config(&server).ack_wait(Duration::from_secs(120));
+    let first = TestDriver::new("builder", &["build"]);
+    // A long shutdown timeout too: only handing back at once frees the prefetched events.
+    let first_config = config().shutdown_timeout(Duration::from_secs(60));
+    let running = run(first.clone(), first_config.concurrency(2).prefetch(2));
+    conveyor.wait_for_consumer("builder").await;
+    let runs = create_builds(&conveyor, 8, json!({"hold": true})).await;
+    let (first, conveyor) = (&first, &conveyor);
+    wait_until("2 reconciles", || async move { first.calls().len() == 2 }).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(first.calls().len(), 2, "prefetched events do not start");
+    let consumer = conveyor.consumer("builder").await;
+    assert_eq!(consumer.num_ack_pending, 4, "2 running and 2 prefetched");
+
+    // Shutting down hands the prefetched events back at once (the ack wait alone would take
+    // 2 minutes) and finishes the running ones.
+    let stopped = tokio::spawn(running.stop());
+    let second = TestDriver::new("builder", &["build"]);
+    second.release();
+    let running = run(second.clone(), config().concurrency(8));
+    tap.until_within("6 results", Duration::from_secs(20), |seen| {
+        seen.iter().filter(|s| s.is_result()).count() == 6
+    })
+    .await;
+    let redelivered = second.calls().iter().filter(|c| c.attempt == 2).count();
+    assert_eq!((second.calls().len(), redelivered), (6, 2));
+    first.release();
+    stopped.await.unwrap().unwrap();
+    tap.until("8 results", |seen| {
+        seen.iter().filter(|s| s.is_result()).count() == 8
+    })
+    .await;
+    assert_eq!(first.calls().len(), 2);
+    for run_id in &runs {
+        assert_eq!(tap.results(run_id).len(), 1, "run {run_id}");
+    }
+    running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn slots_of_expired_pull_requests_are_reused() {
+    let server = NatsServer::start();
+    let (conveyor, mut tap) = start(&server).await;
+    let (driver, running) = builder(&conveyor, test_config(&server).concurrency(4)).await;
+    // Pull requests expire on the server after 5 s; two rounds of them end unfilled.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    create_builds(&conveyor, 8, json!({"sleep_ms": 300})).await;
+    tap.until("8 results", |seen| {
+        seen.iter().filter(|s| s.is_result()).count() == 8
+    })
+    .await;
+    assert_eq!(driver.peak_concurrency(), 4, "every slot came back");
     running.stop().await.unwrap();
 }
 
@@ -276,15 +347,7 @@ async fn two_instances_share_one_consumer_and_each_event_gets_one_result() {
     let running_b = run(b.clone(), test_config(&server).concurrency(2));
     conveyor.wait_for_consumer("builder").await;
 
-    let mut runs = Vec::new();
-    for i in 0..40 {
-        let resource = resource("build", &format!("app-{i}"), json!({"sleep_ms": 50}));
-        runs.push(
-            conveyor
-                .publish("resources.build", "create", &resource, Payload::String)
-                .await,
-        );
-    }
+    let runs = create_builds(&conveyor, 40, json!({"sleep_ms": 50})).await;
     tap.until("40 results", |seen| {
         seen.iter().filter(|s| s.is_result()).count() >= 40
     })
@@ -370,15 +433,7 @@ async fn graceful_shutdown_finishes_events_in_flight() {
     let server = NatsServer::start();
     let (conveyor, mut tap) = start(&server).await;
     let (driver, running) = builder(&conveyor, test_config(&server).concurrency(4)).await;
-    let mut runs = Vec::new();
-    for i in 0..3 {
-        let resource = resource("build", &format!("app-{i}"), json!({"sleep_ms": 1500}));
-        runs.push(
-            conveyor
-                .publish("resources.build", "create", &resource, Payload::String)
-                .await,
-        );
-    }
+    let runs = create_builds(&conveyor, 3, json!({"sleep_ms": 1500})).await;
     tap.until("three reconciles in flight", |_| driver.calls().len() == 3)
         .await;
     running
@@ -444,15 +499,7 @@ async fn a_nats_server_restart_mid_run_loses_no_event() {
     let mut server = NatsServer::start();
     let (conveyor, _tap) = start(&server).await;
     let (_driver, running) = builder(&conveyor, test_config(&server).concurrency(4)).await;
-    let mut runs = Vec::new();
-    for i in 0..20 {
-        let resource = resource("build", &format!("app-{i}"), json!({"sleep_ms": 200}));
-        runs.push(
-            conveyor
-                .publish("resources.build", "create", &resource, Payload::String)
-                .await,
-        );
-    }
+    let runs = create_builds(&conveyor, 20, json!({"sleep_ms": 200})).await;
     // Acked once the result is stored (the ack follows the PubAck; allow it to arrive).
     let deadline = Instant::now() + PATIENCE;
     while conveyor.consumer("builder").await.num_ack_pending != 0 {

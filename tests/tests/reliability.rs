@@ -75,6 +75,26 @@ async fn a_clustered_jetstream_loses_no_event_when_a_node_restarts_mid_run() {
 
     let stored = wait_for_stored_results(&conveyor, &runs, Duration::from_secs(120)).await;
     let reconciled: usize = instances.iter().map(|d| d.calls().len()).sum();
+    let called: HashSet<String> = instances
+        .iter()
+        .flat_map(|d| d.calls().into_iter().map(|c| c.run_id))
+        .collect();
+    let results = try_stored(&conveyor.js, "pipeline-engine", "pipelines.driver.result")
+        .await
+        .unwrap_or_default();
+    let never_reconciled: Vec<&str> = results
+        .iter()
+        .filter(|s| !called.contains(s.body["run_id"].as_str().unwrap_or_default()))
+        .map(|s| {
+            s.body["driverresult"]["message"]
+                .as_str()
+                .unwrap_or_default()
+        })
+        .collect();
+    assert!(
+        never_reconciled.is_empty(),
+        "results without a reconcile: {never_reconciled:?}"
+    );
     assert!(reconciled >= 150);
     assert!(
         instances.iter().filter(|d| !d.calls().is_empty()).count() >= 2,

@@ -228,6 +228,7 @@ impl<D: Driver> DriverManager<D> {
             client: client.clone(),
             js: js.clone(),
             metrics: Arc::clone(&self.metrics),
+            running: Semaphore::new(self.config.concurrency),
         });
         let mut runner = Runner {
             shared,
@@ -235,6 +236,7 @@ impl<D: Driver> DriverManager<D> {
             ordering: Ordering::default(),
             tasks: JoinSet::new(),
             abort,
+            stopping: self.shutdown.subscribe(),
         };
         runner
             .consume(consumer, consumer_config, &mut shutdown)
@@ -435,13 +437,16 @@ impl Shutdown {
     }
 }
 
-/// The consuming loop: pulls as many events as there are free slots and dispatches them.
+/// The consuming loop: pulls as many events as there are free slots (plus the prefetch) and
+/// dispatches them.
 struct Runner<D> {
     shared: Arc<process::Shared<D>>,
     events: Option<HashSet<String>>,
     ordering: Ordering,
     tasks: JoinSet<()>,
     abort: watch::Receiver<bool>,
+    /// Set when shutdown starts: prefetched events not started yet are handed back.
+    stopping: watch::Receiver<bool>,
 }
 
 impl<D: Driver> Runner<D> {
@@ -453,8 +458,8 @@ impl<D: Driver> Runner<D> {
         consumer_config: async_nats::jetstream::consumer::pull::Config,
         shutdown: &mut Shutdown,
     ) -> Result<(), Error> {
-        let slots = Arc::new(Semaphore::new(self.shared.config.concurrency));
-        let mut reserved = Reserved::default();
+        let config = &self.shared.config;
+        let slots = Arc::new(Semaphore::new(config.concurrency + config.prefetch));
         let Some(mut puller) = self.subscribe(consumer, shutdown).await else {
             return Ok(());
         };
@@ -468,19 +473,16 @@ impl<D: Driver> Runner<D> {
                     return Ok(());
                 }
                 pulled = puller.next() => match pulled {
-                    Pulled::Event(message) => match reserved.take(1) {
-                        Some(permit) => self.dispatch(message, permit),
-                        // More events than requested, after requests were presumed lost:
-                        // hand it to whoever has a free slot.
-                        None => {
+                    Pulled::Event(message, Some(permit)) => self.dispatch(message, permit),
+                    // Beyond what was requested: hand it to whoever has a free slot.
+                    Pulled::Event(message, None) => {
+                        self.tasks.spawn(settle(message, AckKind::Nak(None)));
+                    }
+                    Pulled::Gone(reason) => {
+                        tracing::warn!(%reason, "pulling events failed; binding the consumer again");
+                        for message in puller.close().await {
                             self.tasks.spawn(settle(message, AckKind::Nak(None)));
                         }
-                    },
-                    Pulled::Unfilled(count) => drop(reserved.take(count)),
-                    Pulled::Lost(reason) => {
-                        tracing::warn!(%reason, "pulling events failed; binding the consumer again");
-                        reserved = Reserved::default();
-                        drop(puller);
                         match self.rebind(&consumer_config, shutdown).await {
                             Some(bound) => puller = bound,
                             None => return Ok(()),
@@ -498,14 +500,10 @@ impl<D: Driver> Runner<D> {
                     if let Ok(more) = Arc::clone(&slots).try_acquire_many_owned(free) {
                         permits.merge(more);
                     }
-                    match puller.request(permits.num_permits()).await {
-                        Ok(()) => reserved.add(permits),
-                        Err(err) => {
-                            tracing::warn!(error = %err, "pull request not sent");
-                            drop(permits);
-                            if shutdown.sleep(Duration::from_secs(1)).await {
-                                return Ok(());
-                            }
+                    if let Err(err) = puller.request(permits).await {
+                        tracing::warn!(error = %err, "pull request not sent");
+                        if shutdown.sleep(Duration::from_secs(1)).await {
+                            return Ok(());
                         }
                     }
                 }
@@ -592,6 +590,7 @@ impl<D: Driver> Runner<D> {
             received,
             turn,
             abort: self.abort.clone(),
+            stopping: self.stopping.clone(),
         };
         self.tasks.spawn(async move {
             task.run().await;
@@ -642,28 +641,6 @@ fn report_task(result: Result<(), tokio::task::JoinError>) {
         if !err.is_cancelled() {
             tracing::error!(error = %err, "event task failed");
         }
-    }
-}
-
-/// The slots of events requested and not yet delivered.
-#[derive(Default)]
-struct Reserved(Option<OwnedSemaphorePermit>);
-
-impl Reserved {
-    fn add(&mut self, permits: OwnedSemaphorePermit) {
-        match &mut self.0 {
-            Some(reserved) => reserved.merge(permits),
-            None => self.0 = Some(permits),
-        }
-    }
-
-    /// Takes `count` slots, or all that are left if fewer; `None` if none are.
-    fn take(&mut self, count: usize) -> Option<OwnedSemaphorePermit> {
-        let reserved = self.0.as_mut()?;
-        if count >= reserved.num_permits() {
-            return self.0.take();
-        }
-        reserved.split(count)
     }
 }
 

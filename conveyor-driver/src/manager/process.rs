@@ -31,6 +31,8 @@ pub(super) struct Shared<D> {
     pub(super) client: async_nats::Client,
     pub(super) js: jetstream::Context,
     pub(super) metrics: Arc<Metrics>,
+    /// One permit per reconcile that may run at once; events prefetched beyond it wait here.
+    pub(super) running: tokio::sync::Semaphore,
 }
 
 /// One event in flight.
@@ -40,6 +42,7 @@ pub(super) struct Task<D> {
     pub(super) received: Received,
     pub(super) turn: Turn,
     pub(super) abort: watch::Receiver<bool>,
+    pub(super) stopping: watch::Receiver<bool>,
 }
 
 /// What reconciling decided for the event, before the result is published.
@@ -108,6 +111,7 @@ impl<D: Driver> Task<D> {
             received,
             turn,
             mut abort,
+            stopping,
         } = self;
         let attempt = message
             .info()
@@ -125,7 +129,7 @@ impl<D: Driver> Task<D> {
             Arc::clone(&shared.metrics),
         );
         let span = reconcile_span(&received.message, attempt, &logger);
-        let work = handle(&shared, received, attempt, turn, logger).instrument(span);
+        let work = handle(&shared, received, attempt, turn, stopping, logger).instrument(span);
         tokio::pin!(work);
         let period = shared.config.ack_wait / 3;
         let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
@@ -157,9 +161,16 @@ async fn handle<D: Driver>(
     received: Received,
     attempt: u64,
     turn: Turn,
+    mut stopping: watch::Receiver<bool>,
     logger: Logger,
 ) -> AckKind {
     let _turn = turn.wait().await;
+    let _running = tokio::select! {
+        biased;
+        permit = shared.running.acquire() => permit,
+        // A prefetched event that has not started: another instance can take it now.
+        _ = stopping.wait_for(|stopping| *stopping) => return AckKind::Nak(None),
+    };
     let Received {
         message,
         raw_resource,

@@ -13,7 +13,10 @@ use serde_json::Value;
 
 #[driver(name = "echo", resources = ["echo-resource"])]
 async fn echo(event: Event, Spec(spec): Spec<Value>, log: Logger) -> Result<Value, String> {
-    log.log(format!("echo: {} event for {}", event.name, event.resource.name));
+    log.log(format!(
+        "echo: {} event for {}",
+        event.name, event.resource.name
+    ));
     if let Some(ms) = spec.get("sleep_ms").and_then(Value::as_u64) {
         log.log(format!("echo: sleeping {ms} ms"));
         tokio::time::sleep(Duration::from_millis(ms)).await;

@@ -22,7 +22,11 @@ use serde_json::{json, Value};
 #[command(about = "Publish a resource event like the Conveyor server and follow its run")]
 struct Args {
     /// NATS server URL
-    #[arg(long, env = "CONVEYOR_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    #[arg(
+        long,
+        env = "CONVEYOR_NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
     nats_url: String,
     /// The driver whose consumer must exist before publishing
     #[arg(long)]
@@ -60,12 +64,16 @@ async fn main() -> ExitCode {
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 async fn run(args: Args) -> Result<bool, BoxError> {
-    let spec: Value = serde_json::from_str(&args.spec).map_err(|err| format!("--spec is not JSON: {err}"))?;
+    let spec: Value =
+        serde_json::from_str(&args.spec).map_err(|err| format!("--spec is not JSON: {err}"))?;
     let timeout = Duration::from_secs(args.timeout_secs);
     let client = async_nats::connect(&args.nats_url).await?;
     let js = jetstream::new(client.clone());
 
-    println!("publish: waiting for the consumer of driver `{}`…", args.driver);
+    println!(
+        "publish: waiting for the consumer of driver `{}`…",
+        args.driver
+    );
     tokio::time::timeout(timeout, wait_for_consumer(&js, &args.driver))
         .await
         .map_err(|_| format!("driver `{}` has no consumer after {timeout:?}", args.driver))?;
@@ -90,8 +98,13 @@ async fn run(args: Args) -> Result<bool, BoxError> {
         "run_id": run_id,
     });
     let subject = format!("resources.{}", args.resource_type);
-    js.publish(subject.clone(), message.to_string().into()).await?.await?;
-    println!("publish: sent `{}` of {}/{} to {subject} (run {run_id})", args.event, args.resource_type, args.name);
+    js.publish(subject.clone(), message.to_string().into())
+        .await?
+        .await?;
+    println!(
+        "publish: sent `{}` of {}/{} to {subject} (run {run_id})",
+        args.event, args.resource_type, args.name
+    );
 
     let deadline = tokio::time::sleep(timeout);
     tokio::pin!(deadline);
@@ -135,11 +148,19 @@ fn print_log(message: &async_nats::Message) {
         .filter_map(|(key, values)| {
             let key = key.to_string();
             let label = key.strip_prefix("Conveyor-Label-")?.to_owned();
-            let value = values.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(",");
+            let value = values
+                .iter()
+                .map(|v| v.to_string())
+                .collect::<Vec<_>>()
+                .join(",");
             Some(format!("{label}={value}"))
         })
         .collect();
-    let labels = if labels.is_empty() { String::new() } else { format!(" {{{}}}", labels.join(" ")) };
+    let labels = if labels.is_empty() {
+        String::new()
+    } else {
+        format!(" {{{}}}", labels.join(" "))
+    };
     match serde_json::from_slice::<Value>(&message.payload) {
         Ok(line) => println!(
             "log  {} [{}] {}{labels}",

@@ -53,7 +53,11 @@ enum ShellError {
 const OUTPUT_GRACE: Duration = Duration::from_secs(2);
 
 #[driver(name = "shell", resources = ["script"])]
-async fn run_script(resource: Resource, Spec(spec): Spec<ShellSpec>, log: Logger) -> Result<DriverResult, ShellError> {
+async fn run_script(
+    resource: Resource,
+    Spec(spec): Spec<ShellSpec>,
+    log: Logger,
+) -> Result<DriverResult, ShellError> {
     log.log(format!("running the script of {}", resource.name));
     let mut command = Command::new("sh");
     command
@@ -80,7 +84,9 @@ async fn run_script(resource: Resource, Spec(spec): Spec<ShellSpec>, log: Logger
 
     let status = match spec.timeout_secs {
         None => Some(child.wait().await),
-        Some(secs) => tokio::time::timeout(Duration::from_secs(secs), child.wait()).await.ok(),
+        Some(secs) => tokio::time::timeout(Duration::from_secs(secs), child.wait())
+            .await
+            .ok(),
     };
     let status = match status {
         Some(status) => status.map_err(ShellError::Wait)?,
@@ -90,8 +96,10 @@ async fn run_script(resource: Resource, Spec(spec): Spec<ShellSpec>, log: Logger
             finish_output(readers).await;
             let secs = spec.timeout_secs.unwrap_or_default();
             log.log(format!("timed out after {secs}s; killed"));
-            return Ok(DriverResult::failure(format!("script timed out after {secs}s"))
-                .with_data(json!({"exit_code": null, "timed_out": true})));
+            return Ok(
+                DriverResult::failure(format!("script timed out after {secs}s"))
+                    .with_data(json!({"exit_code": null, "timed_out": true})),
+            );
         }
     };
     finish_output(readers).await;
@@ -99,7 +107,9 @@ async fn run_script(resource: Resource, Spec(spec): Spec<ShellSpec>, log: Logger
     let data = json!({"exit_code": exit_code, "timed_out": false});
     Ok(match exit_code {
         Some(0) => DriverResult::success("script succeeded").with_data(data),
-        Some(code) => DriverResult::failure(format!("script exited with code {code}")).with_data(data),
+        Some(code) => {
+            DriverResult::failure(format!("script exited with code {code}")).with_data(data)
+        }
         None => DriverResult::failure(format!("script was killed ({status})")).with_data(data),
     })
 }

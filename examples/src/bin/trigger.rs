@@ -42,13 +42,20 @@ async fn trigger(path: PathBuf) -> Result<String, String> {
     let body = std::fs::read(&path).map_err(|err| format!("cannot read {shown}: {err}"))?;
     serde_json::from_slice::<serde::de::IgnoredAny>(&body)
         .map_err(|err| format!("{shown} is not valid JSON: {err}"))?;
-    let client = ClientBuilder::from_env().build().map_err(|err| err.to_string())?;
-    let created = client.create_resource_json(body).await.map_err(|err| match err {
-        ClientError::Status { status, message, .. } => {
-            format!("the Conveyor API rejected {shown} ({status}): {message}")
-        }
-        other => other.to_string(),
-    })?;
+    let client = ClientBuilder::from_env()
+        .build()
+        .map_err(|err| err.to_string())?;
+    let created = client
+        .create_resource_json(body)
+        .await
+        .map_err(|err| match err {
+            ClientError::Status {
+                status, message, ..
+            } => {
+                format!("the Conveyor API rejected {shown} ({status}): {message}")
+            }
+            other => other.to_string(),
+        })?;
     if created.runid.is_empty() {
         // Created all the same: report it, but do not fail (a retry would create it twice).
         eprintln!("trigger: the Conveyor API accepted {shown} but returned no run id");
