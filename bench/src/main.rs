@@ -115,7 +115,10 @@ struct Scenario {
 
 /// One measurement.
 struct Sample {
+    /// From the driver's start to the last result.
     events_per_sec: f64,
+    /// From the first result to the last.
+    steady_per_sec: f64,
     peak_rss_kib: u64,
 }
 
@@ -177,7 +180,13 @@ async fn report(cli: Cli) -> Result<(), BoxError> {
         let ideal = if scenario.work_ms > 0 {
             let ideal = (scenario.concurrency * scenario.instances) as f64 * 1000.0
                 / scenario.work_ms as f64;
-            format!(" ({:.2} × ideal {:.0}/s)", ours.median / ideal, ideal)
+            format!(
+                " ({:.2} × ideal {ideal:.0}/s; first to last result: raw {:.0}/s, runtime {:.0}/s = {:.2} × ideal)",
+                ours.median / ideal,
+                raw.steady,
+                ours.steady,
+                ours.steady / ideal
+            )
         } else {
             String::new()
         };
@@ -197,6 +206,12 @@ async fn report(cli: Cli) -> Result<(), BoxError> {
                 ours.median / one_instance
             );
         }
+    }
+    for concurrency in [1, 64] {
+        println!(
+            "ceiling: tokio sleep(10 ms) alone, {concurrency} at once: {:.0}/s",
+            sleep_ceiling(concurrency, Duration::from_millis(10)).await
+        );
     }
     if cli.only.is_some() {
         return Ok(());
@@ -223,6 +238,8 @@ struct Summary {
     median: f64,
     min: f64,
     max: f64,
+    /// The median of the steady rates.
+    steady: f64,
     peak_rss_kib: u64,
 }
 
@@ -233,8 +250,11 @@ impl Summary {
 }
 
 fn summarize(mut samples: Vec<Sample>) -> Summary {
+    samples.sort_by(|a, b| a.steady_per_sec.total_cmp(&b.steady_per_sec));
+    let steady = samples[samples.len() / 2].steady_per_sec;
     samples.sort_by(|a, b| a.events_per_sec.total_cmp(&b.events_per_sec));
     Summary {
+        steady,
         median: samples[samples.len() / 2].events_per_sec,
         min: samples[0].events_per_sec,
         max: samples[samples.len() - 1].events_per_sec,
@@ -447,14 +467,20 @@ async fn measure(kind: Kind, scenario: &Scenario) -> Result<Sample, BoxError> {
             .collect::<Result<Vec<_>, _>>()
             .map_err(BoxError::from)
     };
+    // First and last result: the steady rate leaves out the driver's start.
+    let (mut first, mut last) = (None, Instant::now());
     let (elapsed, children) = drive(
         &mut setup,
         scenario.events,
         scenario.work_ms,
         start,
-        |_, _| {},
+        |_, _| {
+            last = Instant::now();
+            first.get_or_insert(last);
+        },
     )
     .await?;
+    let steady = first.map_or(Duration::ZERO, |first| last - first);
     let peak_rss_kib = children
         .iter()
         .map(|c| proc_kib(c.id(), "VmHWM:"))
@@ -465,8 +491,31 @@ async fn measure(kind: Kind, scenario: &Scenario) -> Result<Sample, BoxError> {
     }
     Ok(Sample {
         events_per_sec: scenario.events as f64 / elapsed.as_secs_f64(),
+        steady_per_sec: (scenario.events - 1) as f64 / steady.as_secs_f64(),
         peak_rss_kib,
     })
+}
+
+/// How many `work` sleeps per second `concurrency` loops complete, with nothing else to do:
+/// the most any driver can reach in the 10 ms scenarios, as the timer rounds every sleep up.
+async fn sleep_ceiling(concurrency: usize, work: Duration) -> f64 {
+    let window = Duration::from_secs(2);
+    let deadline = Instant::now() + window;
+    let loops = (0..concurrency).map(|_| {
+        tokio::spawn(async move {
+            let mut done = 0u32;
+            while Instant::now() < deadline {
+                tokio::time::sleep(work).await;
+                done += 1;
+            }
+            done
+        })
+    });
+    let mut total = 0;
+    for done in futures_util::future::join_all(loops).await {
+        total += done.unwrap_or(0);
+    }
+    f64::from(total) / window.as_secs_f64()
 }
 
 /// Publishes `count` events at `rate` per second to a running driver and returns the p50 and
