@@ -218,6 +218,7 @@ impl<D: Driver> DriverManager<D> {
             driver = %self.name,
             subjects = ?consumer_config.filter_subjects,
             concurrency = self.config.concurrency,
+            prefetch = self.config.prefetch,
             "driver started"
         );
         let (abort_tx, abort) = watch::channel(false);
