@@ -424,7 +424,7 @@ mod tests {
         let config = env(&[
             ("CONVEYOR_NATS_URL", "nats://10.0.0.1:4222"),
             ("CONVEYOR_CONCURRENCY", "12"),
-            ("CONVEYOR_PREFETCH", "0"),
+            ("CONVEYOR_PREFETCH", "3"),
             ("CONVEYOR_ACK_WAIT", "45s"),
             ("CONVEYOR_MAX_DELIVER", "3"),
             ("CONVEYOR_MAX_ACK_PENDING", "50"),
@@ -436,7 +436,7 @@ mod tests {
         .unwrap();
         assert_eq!(config.nats_url, "nats://10.0.0.1:4222");
         assert_eq!(config.concurrency, 12);
-        assert_eq!(config.prefetch, 0);
+        assert_eq!(config.prefetch, 3);
         assert_eq!(config.ack_wait, Duration::from_secs(45));
         assert_eq!(config.max_deliver, 3);
         assert_eq!(config.max_ack_pending, 50);

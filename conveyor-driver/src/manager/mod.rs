@@ -468,22 +468,16 @@ impl<D: Driver> Runner<D> {
             tokio::select! {
                 biased;
                 _ = shutdown.requested() => {
-                    for message in puller.close().await {
-                        self.tasks.spawn(settle(message, AckKind::Nak(None)));
-                    }
+                    self.hand_back(puller).await;
                     return Ok(());
                 }
                 pulled = puller.next() => match pulled {
                     Pulled::Event(message, Some(permit)) => self.dispatch(message, permit),
                     // Beyond what was requested: hand it to whoever has a free slot.
-                    Pulled::Event(message, None) => {
-                        self.tasks.spawn(settle(message, AckKind::Nak(None)));
-                    }
+                    Pulled::Event(message, None) => self.nak_now(message),
                     Pulled::Gone(reason) => {
                         tracing::warn!(%reason, "pulling events failed; binding the consumer again");
-                        for message in puller.close().await {
-                            self.tasks.spawn(settle(message, AckKind::Nak(None)));
-                        }
+                        self.hand_back(puller).await;
                         match self.rebind(&consumer_config, shutdown).await {
                             Some(bound) => puller = bound,
                             None => return Ok(()),
@@ -513,6 +507,19 @@ impl<D: Driver> Runner<D> {
                 report_task(result);
             }
         }
+    }
+
+    /// Closes the pull subscription and hands back the events that arrived on it but were not
+    /// dispatched, so that another instance takes them at once.
+    async fn hand_back(&mut self, puller: Puller) {
+        for message in puller.close().await {
+            self.nak_now(message);
+        }
+    }
+
+    /// Naks `message` without delay, for whichever instance has a free slot.
+    fn nak_now(&mut self, message: jetstream::Message) {
+        self.tasks.spawn(settle(message, AckKind::Nak(None)));
     }
 
     /// Binds the consumer again after a second's pause, and subscribes anew. `None` if
