@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use conveyor_driver::{Config, Driver, DriverManager, ShutdownHandle};
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 
@@ -461,40 +461,35 @@ impl Conveyor {
     pub async fn tap(&self) -> Tap {
         // Only the driver-to-server subjects: a wildcard on `>` would also show interest in
         // the inboxes of pull requests and make the server deliver events to dead ones.
-        let mut subscriptions = Vec::new();
-        for subject in ["pipelines.driver.result", "logs.>", "live.logs.>"] {
-            subscriptions.push(self.client.subscribe(subject).await.expect("subscribe"));
-        }
-        let mut subscriber = futures_util::stream::select_all(subscriptions);
+        let mut results = self
+            .client
+            .subscribe("pipelines.driver.result")
+            .await
+            .expect("subscribe");
+        let mut logs = futures_util::stream::select_all([
+            self.client.subscribe("logs.>").await.expect("subscribe"),
+            self.client.subscribe("live.logs.>").await.expect("subscribe"),
+        ]);
         self.client.flush().await.expect("flush");
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(async move {
-            while let Some(message) = subscriber.next().await {
-                let subject = message.subject.to_string();
-                let body: Value = serde_json::from_slice(&message.payload)
-                    .unwrap_or_else(|err| panic!("{subject} carried invalid JSON: {err}"));
-                let headers = message
-                    .headers
-                    .iter()
-                    .flat_map(|h| h.iter())
-                    .map(|(k, v)| {
-                        (
-                            k.to_string(),
-                            v.iter()
-                                .map(|v| v.to_string())
-                                .collect::<Vec<_>>()
-                                .join(","),
-                        )
-                    })
-                    .collect();
-                if tx
-                    .send(Seen {
-                        subject,
-                        body,
-                        headers,
-                    })
-                    .is_err()
-                {
+            loop {
+                let message = tokio::select! {
+                    Some(message) = logs.next() => message,
+                    Some(result) = results.next() => {
+                        // The connection hands messages to the subscriptions in the order the
+                        // server sent them, so every log line sent before this result is
+                        // already buffered: forward those first, to keep the arrival order.
+                        while let Some(Some(line)) = logs.next().now_or_never() {
+                            if tx.send(Seen::from(line)).is_err() {
+                                return;
+                            }
+                        }
+                        result
+                    }
+                    else => return,
+                };
+                if tx.send(Seen::from(message)).is_err() {
                     return;
                 }
             }
@@ -515,6 +510,28 @@ pub struct Seen {
     pub body: Value,
     /// Its headers.
     pub headers: HashMap<String, String>,
+}
+
+impl From<async_nats::Message> for Seen {
+    fn from(message: async_nats::Message) -> Self {
+        let subject = message.subject.to_string();
+        let body: Value = serde_json::from_slice(&message.payload)
+            .unwrap_or_else(|err| panic!("{subject} carried invalid JSON: {err}"));
+        let headers = message
+            .headers
+            .iter()
+            .flat_map(|h| h.iter())
+            .map(|(k, v)| {
+                let values: Vec<String> = v.iter().map(|v| v.to_string()).collect();
+                (k.to_string(), values.join(","))
+            })
+            .collect();
+        Seen {
+            subject,
+            body,
+            headers,
+        }
+    }
 }
 
 impl Seen {
