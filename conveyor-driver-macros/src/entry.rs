@@ -336,7 +336,7 @@ fn check_fn(input: &ItemFn, main: bool) -> Result<(), syn::Error> {
                 if let syn::Type::ImplTrait(_) = &*typed.ty {
                     errors.push(syn::Error::new(
                         typed.ty.span(),
-                        "`impl Trait` parameters are not supported by `#[driver]`; use one of `Event`, `Resource`, `Spec<T>`, `RunId`, `Logger`",
+                        "`impl Trait` parameters are not supported by `#[driver]`; use one of `Event`, `Resource`, `Spec<T>`, `RunId`, `Logger`, `Client`, or an `Option` of one of them",
                     ));
                 }
             }

@@ -20,6 +20,7 @@
 //!       --tls-cert <PEM>              [env: CONVEYOR_TLS_CERT=]
 //!       --tls-key <PEM>               [env: CONVEYOR_TLS_KEY=]
 //!       --tls-ca <PEM>                [env: CONVEYOR_TLS_CA=]
+//!       --api-url <URL>               [env: CONVEYOR_API_URL=]
 //!       --create-streams              [env: CONVEYOR_CREATE_STREAMS=]
 //!       --log-format <FORMAT>         [env: CONVEYOR_LOG_FORMAT=] [default: human] [possible values: human, json]
 //!       --metrics-addr <ADDR>         [env: CONVEYOR_METRICS_ADDR=]
@@ -131,9 +132,14 @@ pub struct Args {
     )]
     pub tls_key: Option<PathBuf>,
 
-    /// CA certificate (PEM) the NATS server's certificate must chain to
+    /// CA certificate (PEM) the NATS server's certificate must chain to (and an https:// API's)
     #[arg(long, global = true, env = "CONVEYOR_TLS_CA", value_name = "PEM")]
     pub tls_ca: Option<PathBuf>,
+
+    /// Conveyor API base URL, e.g. http://conveyor:8080: reconciles get an API client
+    /// (requests signed with --tls-cert/--tls-key when set)
+    #[arg(long, global = true, env = "CONVEYOR_API_URL", value_name = "URL", value_parser = parse_api_url)]
+    pub api_url: Option<String>,
 
     /// Create the Conveyor streams if missing (local development and tests only)
     #[arg(long, global = true, env = "CONVEYOR_CREATE_STREAMS", value_parser = BoolishValueParser::new(),
@@ -257,6 +263,9 @@ impl Args {
         if let Some(addr) = self.metrics_addr {
             config = config.metrics_addr(addr);
         }
+        if let Some(url) = self.api_url {
+            config = config.api_url(url);
+        }
         config.validate()?;
         Ok(config)
     }
@@ -268,6 +277,11 @@ fn parse_count<T: std::str::FromStr + PartialOrd + From<u8>>(value: &str) -> Res
         Ok(n) if n >= T::from(1) => Ok(n),
         _ => Err("expected a whole number of at least 1".to_owned()),
     }
+}
+
+/// An `http://` or `https://` URL.
+fn parse_api_url(value: &str) -> Result<String, String> {
+    crate::client::parse_base_url(value).map(|_| value.trim().to_owned())
 }
 
 /// A `RUST_LOG`-style target filter, checked.
@@ -521,6 +535,7 @@ fn parse_event(body: &[u8]) -> Result<Received, CliError> {
 
 fn invoke<D: Driver>(driver: D, config: Config, input: &std::path::Path) -> Result<(), CliError> {
     let received = read_event(input)?;
+    let client = crate::config::api_client(&config).map_err(crate::Error::ApiClient)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -543,6 +558,7 @@ fn invoke<D: Driver>(driver: D, config: Config, input: &std::path::Path) -> Resu
         &config,
         received,
         1,
+        client.as_ref(),
         None,
         Some(print),
     ));
@@ -644,6 +660,8 @@ mod tests {
             "--create-streams",
             "--log-format",
             "json",
+            "--api-url",
+            "https://conveyor.internal:8443",
         ])
         .unwrap();
         assert_eq!(args.log_format, LogFormat::Json);
@@ -659,7 +677,8 @@ mod tests {
             .shutdown_timeout(Duration::from_secs(120))
             .tls("c.pem", "k.pem")
             .tls_ca("ca.pem")
-            .create_streams(true);
+            .create_streams(true)
+            .api_url("https://conveyor.internal:8443");
         assert_eq!(config, expected);
     }
 
@@ -672,6 +691,7 @@ mod tests {
             ("--ack-wait", "soon"),
             ("--max-deliver=-1", ""),
             ("--log-format", "xml"),
+            ("--api-url", "nats://127.0.0.1:4222"),
         ] {
             let args: Vec<&str> = [flag, value]
                 .into_iter()

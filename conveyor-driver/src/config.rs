@@ -32,6 +32,7 @@ use std::time::Duration;
 /// | [`tls`](Self::tls) | `CONVEYOR_TLS_CERT`, `CONVEYOR_TLS_KEY` | none |
 /// | [`tls_ca`](Self::tls_ca) | `CONVEYOR_TLS_CA` | none |
 /// | [`metrics_addr`](Self::metrics_addr) | `CONVEYOR_METRICS_ADDR` | none (no metrics listener) |
+/// | [`api_url`](Self::api_url) | `CONVEYOR_API_URL` | none (no API client for reconciles) |
 ///
 /// Durations are written `500ms`, `30s`, `2m` …; a bare number means seconds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +52,7 @@ pub struct Config {
     pub(crate) tls_key: Option<PathBuf>,
     pub(crate) tls_ca: Option<PathBuf>,
     pub(crate) metrics_addr: Option<std::net::SocketAddr>,
+    pub(crate) api_url: Option<String>,
 }
 
 impl Default for Config {
@@ -71,6 +73,7 @@ impl Default for Config {
             tls_key: None,
             tls_ca: None,
             metrics_addr: None,
+            api_url: None,
         }
     }
 }
@@ -140,6 +143,10 @@ impl Config {
                 )
             })?;
             config.metrics_addr = Some(addr);
+        }
+        config.api_url = read("CONVEYOR_API_URL");
+        if let Some(url) = &config.api_url {
+            check_api_url("CONVEYOR_API_URL", url)?;
         }
         config.validate()?;
         Ok(config)
@@ -265,9 +272,29 @@ impl Config {
         self
     }
 
+    /// The Conveyor API's base URL, e.g. `http://conveyor:8080`. With it, every reconcile can
+    /// call the API: the runtime builds one [`Client`](crate::Client) at start (signing its
+    /// requests with the [`tls`](Self::tls) certificate and key when they are set, and trusting
+    /// [`tls_ca`](Self::tls_ca) for `https://`) and hands it to each event
+    /// ([`Event::client`](crate::Event::client); a `Client` parameter of a `#[driver]`
+    /// function).
+    ///
+    /// ```
+    /// # use conveyor_driver::Config;
+    /// let config = Config::default().api_url("http://127.0.0.1:8080");
+    /// ```
+    #[must_use]
+    pub fn api_url(mut self, url: impl Into<String>) -> Self {
+        self.api_url = Some(url.into());
+        self
+    }
+
     /// Checks the values that code can set out of range.
     pub fn validate(&self) -> Result<(), ConfigError> {
         server_addrs("nats_url", &self.nats_url)?;
+        if let Some(url) = &self.api_url {
+            check_api_url("api_url", url)?;
+        }
         if self.concurrency == 0 {
             return Err(invalid_value("concurrency", "0", "must be at least 1"));
         }
@@ -343,6 +370,28 @@ pub(crate) fn server_addrs(
         ));
     }
     Ok(addrs)
+}
+
+fn check_api_url(setting: &str, url: &str) -> Result<(), ConfigError> {
+    crate::client::parse_base_url(url)
+        .map(drop)
+        .map_err(|reason| invalid_value(setting, url, reason))
+}
+
+/// The API client for reconciles, when an API URL is configured: the same certificate, key
+/// and CA as for NATS.
+pub(crate) fn api_client(config: &Config) -> Result<Option<crate::Client>, crate::ClientError> {
+    let Some(url) = &config.api_url else {
+        return Ok(None);
+    };
+    let mut builder = crate::Client::builder().base_url(url.as_str());
+    if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
+        builder = builder.tls(cert, key);
+    }
+    if let Some(ca) = &config.tls_ca {
+        builder = builder.ca(ca);
+    }
+    builder.build().map(Some)
 }
 
 fn invalid_value(setting: &str, value: &str, reason: impl Into<String>) -> ConfigError {
@@ -455,6 +504,8 @@ mod tests {
             ("CONVEYOR_MAX_DELIVER", "-1"),
             ("CONVEYOR_PREFETCH", "-1"),
             ("CONVEYOR_CREATE_STREAMS", "maybe"),
+            ("CONVEYOR_API_URL", "nats://127.0.0.1:4222"),
+            ("CONVEYOR_API_URL", "not a url"),
         ] {
             let err = env(&[(name, value)]).unwrap_err();
             assert_eq!(err.setting, name);
@@ -463,6 +514,20 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn an_api_url_gives_reconciles_a_client() {
+        assert!(api_client(&Config::default()).unwrap().is_none());
+        let config = env(&[("CONVEYOR_API_URL", "http://127.0.0.1:8080/api")]).unwrap();
+        let client = api_client(&config).unwrap().unwrap();
+        assert_eq!(client.base_url().as_str(), "http://127.0.0.1:8080/api/");
+        let err = Config::default().api_url("ftp://x").validate().unwrap_err();
+        assert_eq!(err.setting, "api_url");
+        // The NATS client certificate signs the API requests too: a missing file is reported.
+        let config = config.tls("/nonexistent/cert.pem", "/nonexistent/key.pem");
+        let err = api_client(&config).unwrap_err().to_string();
+        assert!(err.contains("/nonexistent/cert.pem"), "{err}");
     }
 
     #[test]

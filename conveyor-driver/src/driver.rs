@@ -5,6 +5,7 @@ use std::fmt;
 use std::future::Future;
 use std::time::Duration;
 
+use crate::client::Client;
 use crate::logger::Logger;
 use crate::wire::{DriverResult, Resource};
 
@@ -73,8 +74,11 @@ pub trait Driver: Send + Sync + 'static {
     fn reconcile(&self, event: Event, log: Logger) -> impl Future<Output = ReconcileResult> + Send;
 }
 
-/// One event to reconcile: what happened, to which resource, in which run.
-#[derive(Debug, Clone, PartialEq)]
+/// One event to reconcile: what happened, to which resource, in which run; and the Conveyor
+/// API client, when one is configured.
+///
+/// Two events are equal when their data are; the client they carry is not compared.
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Event {
     /// Event name, e.g. `create`, `update`, `delete`, `process`.
@@ -88,6 +92,26 @@ pub struct Event {
     /// Which delivery of this event this is, starting at 1; above 1 after a retry or after an
     /// instance died while handling it.
     pub attempt: u64,
+    /// The API client of [`Config::api_url`](crate::Config::api_url).
+    client: Option<Client>,
+}
+
+impl PartialEq for Event {
+    fn eq(&self, other: &Self) -> bool {
+        let Self {
+            name,
+            message_id,
+            run_id,
+            resource,
+            attempt,
+            client: _,
+        } = self;
+        *name == other.name
+            && *message_id == other.message_id
+            && *run_id == other.run_id
+            && *resource == other.resource
+            && *attempt == other.attempt
+    }
 }
 
 impl Event {
@@ -104,7 +128,34 @@ impl Event {
             run_id: run_id.into(),
             resource,
             attempt: 1,
+            client: None,
         }
+    }
+
+    /// The Conveyor API client, when the driver is configured with an API URL
+    /// ([`Config::api_url`](crate::Config::api_url), `--api-url`, `CONVEYOR_API_URL`). A
+    /// `#[driver]` function gets it by taking a [`Client`] parameter.
+    ///
+    /// ```no_run
+    /// # use conveyor_driver::{Event, Logger, ReconcileError, DriverResult};
+    /// async fn reconcile(event: Event, log: Logger) -> Result<DriverResult, ReconcileError> {
+    ///     let Some(api) = event.client() else {
+    ///         return Err(ReconcileError::new("no Conveyor API configured"));
+    ///     };
+    ///     let versions = api.list_resources(&event.resource.resource).await?;
+    ///     log.log(format!("{} resources of this type", versions.len()));
+    ///     Ok(DriverResult::success("counted"))
+    /// }
+    /// ```
+    pub fn client(&self) -> Option<&Client> {
+        self.client.as_ref()
+    }
+
+    /// Sets the API client (the runtime does this; tests may too).
+    #[must_use]
+    pub fn with_client(mut self, client: Client) -> Self {
+        self.client = Some(client);
+        self
     }
 
     /// Sets the delivery attempt.

@@ -21,6 +21,10 @@ pub enum Error {
         /// What is wrong with it.
         reason: TokenError,
     },
+    /// The API client of [`Config::api_url`](crate::Config::api_url) could not be built (e.g.
+    /// a certificate or key file that cannot be read).
+    #[error("cannot set up the Conveyor API client: {0}")]
+    ApiClient(#[source] crate::ClientError),
     /// The driver declares no resource, so it would receive nothing.
     #[error("driver {0:?} declares no resources")]
     NoResources(String),

@@ -1,7 +1,8 @@
 //! What a `#[driver]` function may take and return.
 //!
 //! Parameters are chosen by type, like web framework extractors: each implements [`FromEvent`]
-//! ([`Event`], [`Resource`], [`Spec<T>`], [`RunId`], [`Logger`]). Return values implement
+//! ([`Event`], [`Resource`], [`Spec<T>`], [`RunId`], [`Logger`], [`Client`], and `Option` of
+//! any of them). Return values implement
 //! [`IntoReconcileResult`] ([`DriverResult`], `()`, `Result<T, E>` with `T: Serialize` and
 //! `E: Into<ReconcileError>`); `#[driver]` also accepts `Result<T, E>` with any `E: Display`.
 
@@ -12,6 +13,7 @@ use std::ops::{Deref, DerefMut};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::client::Client;
 use crate::driver::{Event, ReconcileError, ReconcileResult};
 use crate::logger::Logger;
 use crate::wire::{DriverResult, Resource, SpecError};
@@ -23,8 +25,11 @@ pub const SUCCESS_MESSAGE: &str = "reconciled";
 /// reconciled.
 ///
 /// Implemented for [`Event`] (the whole event), [`Resource`] (the resource), [`Spec<T>`] (the
-/// resource spec deserialized into `T`), [`RunId`] (the run identifier) and [`Logger`] (the
-/// run's log). A driver may implement it for types of its own:
+/// resource spec deserialized into `T`), [`RunId`] (the run identifier), [`Logger`] (the
+/// run's log), [`Client`] (the Conveyor API client of
+/// [`Config::api_url`](crate::Config::api_url)) and `Option<T>` of any of these (`None` where
+/// `T` cannot be built, e.g. `Option<Client>` for a driver that also runs without an API URL).
+/// A driver may implement it for types of its own:
 ///
 /// ```
 /// use conveyor_driver::{Event, ExtractError, FromEvent, Logger};
@@ -44,7 +49,7 @@ pub const SUCCESS_MESSAGE: &str = "reconciled";
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be a parameter of a `#[driver]` function",
     label = "unsupported parameter type",
-    note = "a `#[driver]` function takes any of: `Event`, `Resource`, `Spec<T>` (T: serde::de::DeserializeOwned), `RunId`, `Logger`"
+    note = "a `#[driver]` function takes any of: `Event`, `Resource`, `Spec<T>` (T: serde::de::DeserializeOwned), `RunId`, `Logger`, `Client`, or an `Option` of one of them"
 )]
 pub trait FromEvent: Sized {
     /// Builds the value; an error makes the run fail with its message, without calling the
@@ -66,6 +71,9 @@ pub enum ExtractError {
         #[source]
         source: SpecError,
     },
+    /// The function takes the API [`Client`], and no API URL is configured.
+    #[error("the driver takes the Conveyor API client, but no API URL is configured (--api-url, CONVEYOR_API_URL)")]
+    NoApiClient,
     /// A parameter type of the driver's own could not be built.
     #[error("{0}")]
     Custom(String),
@@ -99,6 +107,19 @@ impl FromEvent for Logger {
 impl FromEvent for RunId {
     fn from_event(event: &Event, _log: &Logger) -> Result<Self, ExtractError> {
         Ok(RunId(event.run_id.clone()))
+    }
+}
+
+impl FromEvent for Client {
+    fn from_event(event: &Event, _log: &Logger) -> Result<Self, ExtractError> {
+        event.client().cloned().ok_or(ExtractError::NoApiClient)
+    }
+}
+
+/// `None` where `T` cannot be built; the run goes on.
+impl<T: FromEvent> FromEvent for Option<T> {
+    fn from_event(event: &Event, log: &Logger) -> Result<Self, ExtractError> {
+        Ok(T::from_event(event, log).ok())
     }
 }
 
@@ -422,6 +443,30 @@ mod tests {
         );
         let Spec(spec) = Spec::<BuildSpec>::from_event(&event, &log).unwrap();
         assert_eq!(spec.image, "rust");
+    }
+
+    #[test]
+    fn the_api_client_comes_with_the_event_or_is_reported_missing() {
+        let event = event(json!({}));
+        let err = Client::from_event(&event, &log()).unwrap_err();
+        assert_eq!(err, ExtractError::NoApiClient);
+        assert!(err.to_string().contains("CONVEYOR_API_URL"), "{err}");
+        assert!(Option::<Client>::from_event(&event, &log())
+            .unwrap()
+            .is_none());
+
+        let client = Client::builder()
+            .base_url("http://127.0.0.1:8080")
+            .build()
+            .unwrap();
+        let event = event.with_client(client);
+        let got = Client::from_event(&event, &log()).unwrap();
+        assert_eq!(got.base_url().as_str(), "http://127.0.0.1:8080/");
+        let got = Option::<Client>::from_event(&event, &log()).unwrap();
+        assert!(got.is_some());
+        // An optional spec that does not fit is `None`; the run goes on.
+        let spec = Option::<Spec<BuildSpec>>::from_event(&event, &log()).unwrap();
+        assert_eq!(spec, None);
     }
 
     #[test]

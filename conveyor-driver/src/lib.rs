@@ -76,7 +76,7 @@ pub mod __private {
 pub mod prelude {
     pub use crate::{driver, RunId, Spec};
     pub use crate::{
-        Config, Driver, DriverManager, DriverResult, Event, Logger, ReconcileError,
+        Client, Config, Driver, DriverManager, DriverResult, Event, Logger, ReconcileError,
         ReconcileResult, Resource, ResultExt,
     };
 }

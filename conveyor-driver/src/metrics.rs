@@ -12,7 +12,7 @@
 //! |---|---|---|
 //! | `conveyor_driver_reconciles_total{outcome}` | counter | finished reconciles by outcome: `success`, `failure`, `retry`, `panic` |
 //! | `conveyor_driver_reconcile_duration_seconds` | histogram | time spent in `reconcile` |
-//! | `conveyor_driver_in_flight` | gauge | events being handled by this instance |
+//! | `conveyor_driver_in_flight` | gauge | events holding one of the `concurrency` slots (reconciling or publishing their result); prefetched events waiting for a slot are not counted |
 //! | `conveyor_driver_redeliveries_total` | counter | events received with an attempt above 1 |
 //! | `conveyor_driver_poison_messages_total` | counter | messages terminated as unprocessable |
 //! | `conveyor_driver_log_publish_failures_total` | counter | log lines not published or not persisted |
@@ -88,7 +88,7 @@ impl Metrics {
         let in_flight = Gauge::default();
         registry.register(
             "in_flight",
-            "Events being handled by this instance",
+            "Events holding a concurrency slot (reconciling or publishing their result)",
             in_flight.clone(),
         );
         let redeliveries = Counter::default();

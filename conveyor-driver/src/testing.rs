@@ -57,6 +57,7 @@ use serde_json::{Map, Value};
 use tracing::Instrument;
 
 use crate::bridge::RunLogLayer;
+use crate::client::Client;
 use crate::config::Config;
 use crate::driver::{Driver, Event};
 use crate::logger::{Capture, Logger};
@@ -326,6 +327,7 @@ pub struct Harness<D> {
     driver: D,
     config: Config,
     bridge: Option<RunLogLayer>,
+    client: Option<Client>,
 }
 
 impl<D: Driver> Harness<D> {
@@ -336,7 +338,16 @@ impl<D: Driver> Harness<D> {
             driver,
             config: Config::default(),
             bridge: Some(RunLogLayer::all()),
+            client: None,
         }
+    }
+
+    /// Hands `client` to every event that does not carry one, as the runtime does with the
+    /// client of [`Config::api_url`] (point it at a stand-in of the Conveyor API).
+    #[must_use]
+    pub fn client(mut self, client: Client) -> Self {
+        self.client = Some(client);
+        self
     }
 
     /// Uses `config`'s retry settings.
@@ -378,6 +389,7 @@ impl<D: Driver> Harness<D> {
             &self.config,
             received,
             event.attempt,
+            event.client().or(self.client.as_ref()),
             self.bridge.clone(),
             None,
         )
@@ -407,6 +419,7 @@ pub(crate) async fn reconcile_received<D: Driver>(
     config: &Config,
     received: Received,
     attempt: u64,
+    client: Option<&Client>,
     bridge: Option<RunLogLayer>,
     on_line: Option<crate::logger::OnLine>,
 ) -> TestRun {
@@ -442,7 +455,7 @@ pub(crate) async fn reconcile_received<D: Driver>(
         raw_resource,
     } = received;
     let run_id = message.run_id.clone();
-    let event = process::event(message, attempt);
+    let event = process::event(message, attempt, client);
     let work = process::reconcile(driver, config, event, &logger).instrument(span);
     let (outcome, counted) = match dispatch {
         Some(dispatch) => {
@@ -626,6 +639,10 @@ mod tests {
             if spec["transient"] == true {
                 return Err(ReconcileError::transient("later").retry_after(Duration::from_secs(7)));
             }
+            if spec["api"] == true {
+                let api = event.client().map(|client| client.base_url().to_string());
+                return Ok(DriverResult::success("api").with_data(Value::from(api)));
+            }
             Ok(DriverResult::success("done").with_data(spec.clone()))
         }
     }
@@ -658,6 +675,22 @@ mod tests {
             [("Conveyor-Label-step".to_owned(), "one".to_owned())]
         );
         assert!(!run.panicked());
+    }
+
+    #[test]
+    fn the_harness_hands_its_client_to_events_without_one() {
+        let client = |url: &str| Client::builder().base_url(url).build().unwrap();
+        let api_event = || EventBuilder::new("job").spec(serde_json::json!({"api": true}));
+        let data = |run: &TestRun| run.envelope().unwrap()["driverresult"]["data"].clone();
+        assert_eq!(data(&run(api_event())), Value::Null);
+        let harness = Harness::new(Scripted).client(client("http://127.0.0.1:1/"));
+        let run = harness.run_blocking(api_event());
+        assert_eq!(data(&run), "http://127.0.0.1:1/");
+        // An event's own client wins.
+        let event = api_event()
+            .build()
+            .with_client(client("http://127.0.0.1:2/"));
+        assert_eq!(data(&harness.run_blocking(event)), "http://127.0.0.1:2/");
     }
 
     #[test]

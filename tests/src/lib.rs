@@ -468,7 +468,10 @@ impl Conveyor {
             .expect("subscribe");
         let mut logs = futures_util::stream::select_all([
             self.client.subscribe("logs.>").await.expect("subscribe"),
-            self.client.subscribe("live.logs.>").await.expect("subscribe"),
+            self.client
+                .subscribe("live.logs.>")
+                .await
+                .expect("subscribe"),
         ]);
         self.client.flush().await.expect("flush");
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -739,6 +742,7 @@ pub async fn try_stored(
 }
 
 pub mod api_server;
+pub mod http;
 pub mod pki;
 pub mod process;
 

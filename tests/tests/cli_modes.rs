@@ -5,6 +5,8 @@ use std::io::Write;
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
+use conveyor_driver_tests::api_server::ApiServer;
+use conveyor_driver_tests::http::{free_port, get, poll};
 use conveyor_driver_tests::process::{command, DriverProcess};
 use conveyor_driver_tests::{
     assert_schema, resource, Conveyor, NatsServer, Payload, Seen, PATIENCE,
@@ -235,37 +237,6 @@ async fn register_creates_the_consumer_so_early_events_are_kept() {
     assert_eq!(result["driverresult"]["data"], json!({"early": true}));
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn get(url: &str) -> Option<(u16, String)> {
-    let response = reqwest::get(url).await.ok()?;
-    let status = response.status().as_u16();
-    Some((status, response.text().await.ok()?))
-}
-
-/// Polls `url` until `done` holds for its status and body.
-async fn poll(url: &str, what: &str, done: impl Fn(u16, &str) -> bool) -> String {
-    let wait = async {
-        loop {
-            if let Some((status, body)) = get(url).await {
-                if done(status, &body) {
-                    return body;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    };
-    tokio::time::timeout(PATIENCE, wait)
-        .await
-        .unwrap_or_else(|_| panic!("timed out waiting for {what} at {url}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_and_health_endpoints_count_outcomes() {
     let server = NatsServer::start();
@@ -395,4 +366,65 @@ async fn metrics_and_health_endpoints_count_outcomes() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciles_call_the_api_of_api_url() {
+    let api = ApiServer::start().await;
+    let (body, _) = message(json!({"api_health": true}), false);
+    let healthy = json!({"status": "healthy"});
+
+    // `invoke`, with the flag and without it.
+    let (input, api_url) = (body.to_string(), api.url.clone());
+    let out = tokio::task::spawn_blocking(move || {
+        echo(&["invoke", "-", "--api-url", &api_url], Some(&input))
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(parse_envelope(&out)["driverresult"]["data"], healthy);
+    let input = body.to_string();
+    let out = tokio::task::spawn_blocking(move || echo(&["invoke", "-"], Some(&input)))
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let message = parse_envelope(&out)["driverresult"]["message"].clone();
+    assert!(
+        message
+            .as_str()
+            .unwrap()
+            .contains("no Conveyor API configured"),
+        "{message}"
+    );
+    let out = tokio::task::spawn_blocking(|| echo(&["--api-url", "nats://x:4222"], None))
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("--api-url"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // `run`, from the environment: the manager hands its client to every reconcile.
+    let server = NatsServer::start();
+    let conveyor = Conveyor::new(&server).await;
+    let url = server.url();
+    let _driver = DriverProcess::start_with(
+        "echo",
+        &[("CONVEYOR_NATS_URL", &url), ("CONVEYOR_API_URL", &api.url)],
+        &[],
+    );
+    conveyor.wait_for_consumer("echo").await;
+    let mut tap = conveyor.tap().await;
+    let run_id = conveyor
+        .create("echo-resource", "probe", json!({"api_health": true}))
+        .await;
+    assert_eq!(tap.result(&run_id).await["driverresult"]["data"], healthy);
+    let health_calls = api
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.path == "/health")
+        .count();
+    assert_eq!(health_calls, 2, "one from invoke, one from run");
 }

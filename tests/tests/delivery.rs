@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use conveyor_driver::Config;
+use conveyor_driver_tests::http::{free_port, get};
 use conveyor_driver_tests::*;
 use serde_json::{json, Value};
 
@@ -228,7 +229,10 @@ async fn prefetched_events_wait_for_a_slot_and_go_back_at_once_on_shutdown() {
     let config = || test_config(&server).ack_wait(Duration::from_secs(120));
     let first = TestDriver::new("builder", &["build"]);
     // A long shutdown timeout too: only handing back at once frees the prefetched events.
-    let first_config = config().shutdown_timeout(Duration::from_secs(60));
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let first_config = config()
+        .shutdown_timeout(Duration::from_secs(60))
+        .metrics_addr(metrics.parse().unwrap());
     let running = run(first.clone(), first_config.concurrency(2).prefetch(2));
     conveyor.wait_for_consumer("builder").await;
     let runs = create_builds(&conveyor, 8, json!({"hold": true})).await;
@@ -238,6 +242,11 @@ async fn prefetched_events_wait_for_a_slot_and_go_back_at_once_on_shutdown() {
     assert_eq!(first.calls().len(), 2, "prefetched events do not start");
     let consumer = conveyor.consumer("builder").await;
     assert_eq!(consumer.num_ack_pending, 4, "2 running and 2 prefetched");
+    let in_flight = get(&format!("http://{metrics}/metrics")).await;
+    assert!(
+        in_flight.is_some_and(|(_, body)| body.contains("conveyor_driver_in_flight 2\n")),
+        "the gauge counts running events, not prefetched ones"
+    );
 
     // Shutting down hands the prefetched events back at once (the ack wait alone would take
     // 2 minutes) and finishes the running ones.

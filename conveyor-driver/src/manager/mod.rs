@@ -14,6 +14,7 @@ use async_nats::jetstream::{self, consumer::PullConsumer, AckKind};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
+use crate::client::Client;
 use crate::config::Config;
 use crate::driver::Driver;
 use crate::error::Error;
@@ -49,6 +50,8 @@ pub struct DriverManager<D> {
     config: Config,
     shutdown: watch::Sender<bool>,
     metrics: Arc<Metrics>,
+    /// Built once from [`Config::api_url`], shared by every event.
+    api: Option<Client>,
 }
 
 /// How often the consumer's pending count is polled for the metrics.
@@ -66,7 +69,8 @@ impl ShutdownHandle {
 }
 
 impl<D: Driver> DriverManager<D> {
-    /// Checks the driver's names and the configuration; nothing connects until
+    /// Checks the driver's names and the configuration, and builds the API client when
+    /// [`Config::api_url`] is set (reading its certificate and key); nothing connects until
     /// [`run`](Self::run).
     pub fn new(driver: D, config: Config) -> Result<Self, Error> {
         config.validate()?;
@@ -80,6 +84,7 @@ impl<D: Driver> DriverManager<D> {
             check_token("resource", resource)?;
         }
         let events = driver.events().map(|events| events.into_iter().collect());
+        let api = crate::config::api_client(&config).map_err(Error::ApiClient)?;
         Ok(Self {
             driver: Arc::new(driver),
             name,
@@ -88,6 +93,7 @@ impl<D: Driver> DriverManager<D> {
             config,
             shutdown: watch::Sender::new(false),
             metrics: Metrics::new(),
+            api,
         })
     }
 
@@ -230,6 +236,7 @@ impl<D: Driver> DriverManager<D> {
             js: js.clone(),
             metrics: Arc::clone(&self.metrics),
             running: Semaphore::new(self.config.concurrency),
+            api: self.api,
         });
         let mut runner = Runner {
             shared,

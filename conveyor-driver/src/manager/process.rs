@@ -12,6 +12,7 @@ use futures_util::FutureExt;
 use tokio::sync::watch;
 use tracing::Instrument;
 
+use crate::client::Client;
 use crate::config::Config;
 use crate::driver::{Driver, Event};
 use crate::logger::{Logger, RunContext};
@@ -33,6 +34,8 @@ pub(super) struct Shared<D> {
     pub(super) metrics: Arc<Metrics>,
     /// One permit per reconcile that may run at once; events prefetched beyond it wait here.
     pub(super) running: tokio::sync::Semaphore,
+    /// The API client handed to every event, when an API URL is configured.
+    pub(super) api: Option<Client>,
 }
 
 /// One event in flight.
@@ -59,14 +62,14 @@ pub(crate) enum Outcome {
     },
 }
 
-/// The event handed to `reconcile` for `message` on delivery `attempt`.
-pub(crate) fn event(message: DriverMessage, attempt: u64) -> Event {
-    Event {
-        name: message.event,
-        message_id: message.id,
-        run_id: message.run_id,
-        resource: message.payload,
-        attempt,
+/// The event handed to `reconcile` for `message` on delivery `attempt`, carrying the API
+/// client when one is configured.
+pub(crate) fn event(message: DriverMessage, attempt: u64, client: Option<&Client>) -> Event {
+    let event = Event::new(message.event, message.id, message.run_id, message.payload)
+        .with_attempt(attempt);
+    match client {
+        Some(client) => event.with_client(client.clone()),
+        None => event,
     }
 }
 
@@ -117,7 +120,6 @@ impl<D: Driver> Task<D> {
             .info()
             .map(|info| u64::try_from(info.delivered).unwrap_or(1))
             .unwrap_or(1);
-        let _in_flight = shared.metrics.in_flight();
         if attempt > 1 {
             shared.metrics.redelivered();
         }
@@ -171,12 +173,13 @@ async fn handle<D: Driver>(
         // A prefetched event that has not started: another instance can take it now.
         _ = stopping.wait_for(|stopping| *stopping) => return AckKind::Nak(None),
     };
+    let _in_flight = shared.metrics.in_flight();
     let Received {
         message,
         raw_resource,
     } = received;
     let run_id = message.run_id.clone();
-    let event = event(message, attempt);
+    let event = event(message, attempt, shared.api.as_ref());
     let started = std::time::Instant::now();
     let (outcome, counted) = reconcile(&*shared.driver, &shared.config, event, &logger).await;
     shared.metrics.reconciled(counted, started.elapsed());
