@@ -46,6 +46,8 @@ use proc_macro::TokenStream;
 /// | `Spec<T>` | the resource's spec deserialized into `T: DeserializeOwned`; when it does not fit, the function is not called and the run fails with a message naming the type, the field and what was expected |
 /// | `RunId` | the run identifier |
 /// | `Logger` | the run's log |
+/// | `Client` | the Conveyor API client of `--api-url` / `CONVEYOR_API_URL`, signed with the TLS settings; without an API URL the run fails saying so |
+/// | `Option<T>` of any of these | `None` where `T` cannot be built (e.g. `Option<Client>` for a driver that also runs without an API URL) |
 ///
 /// # Return type
 ///

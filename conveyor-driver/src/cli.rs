@@ -425,20 +425,17 @@ fn manager_spec_schema<D: Driver>(manager: &DriverManager<D>) -> Value {
 const SCHEMAS: [(&str, &str); 5] = [
     (
         "driver-message",
-        include_str!("../../spec/schemas/driver-message.schema.json"),
+        include_str!("../schemas/driver-message.schema.json"),
     ),
-    (
-        "resource",
-        include_str!("../../spec/schemas/resource.schema.json"),
-    ),
-    ("log", include_str!("../../spec/schemas/log.schema.json")),
+    ("resource", include_str!("../schemas/resource.schema.json")),
+    ("log", include_str!("../schemas/log.schema.json")),
     (
         "driver-result",
-        include_str!("../../spec/schemas/driver-result.schema.json"),
+        include_str!("../schemas/driver-result.schema.json"),
     ),
     (
         "driver-result-event",
-        include_str!("../../spec/schemas/driver-result-event.schema.json"),
+        include_str!("../schemas/driver-result-event.schema.json"),
     ),
 ];
 

@@ -1,5 +1,5 @@
 //! The messages a driver exchanges with a Conveyor CI server, shaped exactly like the JSON
-//! schemas of the protocol (`shared/spec/schemas/`).
+//! schemas of the protocol (`shared/spec/schemas/`, copied into this crate's `schemas/`).
 //!
 //! Incoming: [`DriverMessage`] carrying a [`Resource`]. Outgoing: [`LogEntry`] lines and the
 //! [`ResultEnvelope`] wrapping a [`DriverResultEvent`]. The subject and stream names of the

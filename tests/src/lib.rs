@@ -673,10 +673,10 @@ pub fn init_tracing() {
         .try_init();
 }
 
-/// Checks `instance` against `spec/schemas/<name>.schema.json` (formats included) and panics
+/// Checks `instance` against `conveyor-driver/schemas/<name>.schema.json` (formats included) and panics
 /// with every violation.
 pub fn assert_schema(name: &str, instance: &Value) {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../spec/schemas");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../conveyor-driver/schemas");
     let load = |file: &str| -> Value {
         let text =
             std::fs::read_to_string(dir.join(file)).unwrap_or_else(|err| panic!("{file}: {err}"));

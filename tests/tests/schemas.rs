@@ -1,4 +1,4 @@
-//! Every wire type serializes exactly to its JSON schema in `spec/schemas/`.
+//! Every wire type serializes exactly to its JSON schema in `conveyor-driver/schemas/`.
 
 use conveyor_driver::wire::{DriverMessage, DriverResult, DriverResultEvent, LogEntry, Resource};
 use conveyor_driver_tests::{assert_schema, resource};
