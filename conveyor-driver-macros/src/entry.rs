@@ -428,6 +428,7 @@ fn expand(input: &ItemFn, config: &DriverConfig) -> TokenStream {
 
     let mut vars = Vec::new();
     let mut extractions = Vec::new();
+    let mut spec_schemas = Vec::new();
     for (index, arg) in input.sig.inputs.iter().enumerate() {
         let syn::FnArg::Typed(typed) = arg else {
             continue;
@@ -446,6 +447,9 @@ fn expand(input: &ItemFn, config: &DriverConfig) -> TokenStream {
             };
         });
         vars.push(var);
+        spec_schemas.push(quote! {
+            .or_else(|| (&::conveyor_driver::__private::SpecSchemaOf::<#ty>::new()).__conveyor_spec_schema())
+        });
     }
     let convert_span = match &input.sig.output {
         syn::ReturnType::Type(_, ty) => ty.span(),
@@ -505,6 +509,12 @@ fn expand(input: &ItemFn, config: &DriverConfig) -> TokenStream {
 
             fn events(&self) -> ::core::option::Option<::std::vec::Vec<::std::string::String>> {
                 Self::EVENTS.map(|events| events.iter().map(|e| ::std::string::String::from(*e)).collect())
+            }
+
+            fn spec_schema(&self) -> ::core::option::Option<::conveyor_driver::__private::serde_json::Value> {
+                #[allow(unused_imports)]
+                use ::conveyor_driver::__private::{HasSpecSchema as _, NoSpecSchema as _};
+                ::core::option::Option::None #(#spec_schemas)*
             }
 
             async fn reconcile(

@@ -43,7 +43,7 @@ use proc_macro::TokenStream;
 /// |---|---|
 /// | `Event` | the whole event: name, run id, resource, delivery attempt |
 /// | `Resource` | the resource to reconcile |
-/// | `Spec<T>` | the resource's spec deserialized into `T: DeserializeOwned`; when it does not fit, the function is not called and the run fails with a message naming the type, the field and what was expected |
+/// | `Spec<T>` | the resource's spec deserialized into `T: DeserializeOwned`; when it does not fit, the function is not called and the run fails with a message naming the type, the field and what was expected; with the `schemars` feature and `T: schemars::JsonSchema`, `describe` prints the schema of `T` |
 /// | `RunId` | the run identifier |
 /// | `Logger` | the run's log |
 /// | `Client` | the Conveyor API client of `--api-url` / `CONVEYOR_API_URL`, signed with the TLS settings; without an API URL the run fails saying so |

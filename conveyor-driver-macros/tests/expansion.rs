@@ -159,3 +159,43 @@ async fn the_function_stays_callable() {
     .unwrap();
     assert_eq!(value["image"], "direct");
 }
+
+/// A spec that describes itself.
+#[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
+struct DeploySpec {
+    /// Where to deploy.
+    target: String,
+    #[serde(default)]
+    replicas: u32,
+}
+
+#[driver(name = "deployer", resources = ["deploy"], main = false)]
+async fn deploy(log: Logger, Spec(spec): Spec<DeploySpec>) {
+    log.log(format!("{} x{}", spec.target, spec.replicas));
+}
+
+#[driver(name = "maybe", resources = ["deploy"], main = false)]
+async fn maybe(spec: Option<Spec<DeploySpec>>) -> Result<bool, ReconcileError> {
+    Ok(spec.is_some())
+}
+
+#[driver(name = "nospec", resources = ["deploy"], main = false)]
+async fn nospec(_log: Logger) {}
+
+#[test]
+fn the_spec_schema_comes_from_a_json_schema_spec_type() {
+    let schema = DeployerDriver
+        .spec_schema()
+        .expect("DeploySpec has a schema");
+    assert_eq!(schema["title"], "DeploySpec");
+    assert_eq!(schema["required"], json!(["target"]));
+    assert_eq!(schema["properties"]["target"]["type"], "string");
+    assert_eq!(
+        schema["properties"]["target"]["description"],
+        "Where to deploy."
+    );
+    assert_eq!(MaybeDriver.spec_schema(), Some(schema));
+    // `BuildSpec` does not implement `JsonSchema`; `nospec` takes no spec.
+    assert_eq!(BuilderDriver.spec_schema(), None);
+    assert_eq!(NospecDriver.spec_schema(), None);
+}

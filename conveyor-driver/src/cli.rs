@@ -39,7 +39,8 @@
 //! - `describe` prints a JSON document: the consumer configuration as sent to JetStream,
 //!   filter subjects, handled events, retry settings, the subjects written to, and the JSON
 //!   schemas of every message consumed and emitted (and of the `spec`, when
-//!   [`Driver::spec_schema`] gives one).
+//!   [`Driver::spec_schema`] gives one: `#[driver]` derives it from a `Spec<T>` parameter
+//!   whose `T` implements `schemars::JsonSchema`, with the `schemars` feature).
 //! - `register` creates or updates the durable consumer and exits 0: run it at deploy time
 //!   (deployment pipeline, init container). The `messages` stream has interest retention, so
 //!   an event published while the driver has no consumer is discarded; registering before the

@@ -49,6 +49,10 @@ pub trait Driver: Send + Sync + 'static {
     /// The JSON schema of the resource `spec` this driver expects, if it can tell; shown by
     /// the `describe` command of the driver binary. `None`, the default, means unknown.
     ///
+    /// `#[driver]` implements it for a function taking `Spec<T>` (or `Option<Spec<T>>`) when
+    /// `T` implements `schemars::JsonSchema` and the `schemars` feature of this crate is on.
+    /// By hand:
+    ///
     /// ```
     /// # use conveyor_driver::prelude::*;
     /// struct Builder;

@@ -390,6 +390,58 @@ pub mod autoref {
     }
 }
 
+/// How a `#[driver]` type finds the JSON schema of its `Spec<T>` parameter, by autoref
+/// specialization on each parameter type `P`:
+/// `(&SpecSchemaOf::<P>::new()).__conveyor_spec_schema()` is the schema of `T` when `P` is
+/// `Spec<T>` (or `Option<Spec<T>>`) with `T: schemars::JsonSchema` and the `schemars` feature is
+/// on, and `None` otherwise. Not public API.
+#[doc(hidden)]
+pub mod spec_schema {
+    use std::marker::PhantomData;
+
+    use serde_json::Value;
+
+    /// Stands for the parameter type `P`.
+    pub struct SpecSchemaOf<P>(PhantomData<P>);
+
+    impl<P> SpecSchemaOf<P> {
+        /// The marker of `P`.
+        #[allow(clippy::new_without_default)]
+        pub fn new() -> Self {
+            Self(PhantomData)
+        }
+    }
+
+    /// Preferred: a spec type that can describe itself.
+    pub trait HasSpecSchema {
+        /// The spec's schema.
+        fn __conveyor_spec_schema(&self) -> Option<Value>;
+    }
+
+    /// Otherwise: no schema.
+    pub trait NoSpecSchema {
+        /// No schema.
+        fn __conveyor_spec_schema(&self) -> Option<Value> {
+            None
+        }
+    }
+    impl<P> NoSpecSchema for &SpecSchemaOf<P> {}
+
+    #[cfg(feature = "schemars")]
+    impl<T: schemars::JsonSchema> HasSpecSchema for SpecSchemaOf<super::Spec<T>> {
+        fn __conveyor_spec_schema(&self) -> Option<Value> {
+            Some(schemars::schema_for!(T).to_value())
+        }
+    }
+
+    #[cfg(feature = "schemars")]
+    impl<T: schemars::JsonSchema> HasSpecSchema for SpecSchemaOf<Option<super::Spec<T>>> {
+        fn __conveyor_spec_schema(&self) -> Option<Value> {
+            Some(schemars::schema_for!(T).to_value())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::autoref::*;

@@ -67,7 +67,9 @@ pub use wire::{DriverResult, Resource};
 #[doc(hidden)]
 pub mod __private {
     pub use crate::extract::autoref::*;
+    pub use crate::extract::spec_schema::*;
     pub use clap;
+    pub use serde_json;
     pub use tokio;
     pub use tracing_subscriber;
 }

@@ -206,6 +206,18 @@ fn describe_prints_the_wire_contract_without_connecting() {
             "{pointer} missing: {doc:#}"
         );
     }
+    // A spec type without a schema (`echo` takes `serde_json::Value`) describes any value.
+    assert_eq!(doc["consumes"]["spec"]["title"], "AnyValue", "{doc:#}");
+
+    // `shell`'s spec derives `schemars::JsonSchema`: its schema is printed.
+    let out = command("shell").arg("describe").output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("describe prints JSON");
+    let spec = &doc["consumes"]["spec"];
+    assert_eq!(spec["title"], "ShellSpec", "{doc:#}");
+    assert_eq!(spec["required"], json!(["script"]));
+    assert_eq!(spec["properties"]["script"]["type"], "string");
+    assert_eq!(spec["additionalProperties"], false, "deny_unknown_fields");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -22,8 +22,8 @@ use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Command;
 
-/// The spec of a `script` resource.
-#[derive(Debug, Deserialize)]
+/// The spec of a `script` resource (`shell describe` prints its JSON schema).
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct ShellSpec {
     /// The script, run with `sh -c`.
