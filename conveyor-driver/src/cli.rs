@@ -44,7 +44,8 @@
 //! - `register` creates or updates the durable consumer and exits 0: run it at deploy time
 //!   (deployment pipeline, init container). The `messages` stream has interest retention, so
 //!   an event published while the driver has no consumer is discarded; registering before the
-//!   first instance starts closes that window.
+//!   first instance starts closes that window. Like `run`, it waits for NATS and the stream
+//!   to be there; `register --timeout 2m` gives up after that long with exit code 1.
 //!
 //! `--run-log` selects the `tracing` events that the [tracing bridge](crate::bridge) turns
 //! into run log lines, in the `RUST_LOG` target syntax (e.g. `my_driver=debug,reqwest=info`;
@@ -181,7 +182,12 @@ pub enum Mode {
     /// Print what the driver does on the wire, as JSON, without connecting
     Describe,
     /// Create or update the driver's durable consumer, then exit
-    Register,
+    Register {
+        /// Give up (exit 1) when NATS or the `messages` stream is not there within this time,
+        /// e.g. 2m [default: wait as long as it takes]
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        timeout: Option<Duration>,
+    },
 }
 
 /// Format of a driver's local output.
@@ -204,6 +210,14 @@ pub enum CliError {
     /// The Driver Manager stopped with an error.
     #[error(transparent)]
     Run(#[from] crate::Error),
+    /// A command did not finish within its `--timeout`.
+    #[error("gave up {what} after {}: is NATS reachable, and does the `messages` stream exist?", humantime::format_duration(*limit))]
+    Timeout {
+        /// What did not finish.
+        what: &'static str,
+        /// The limit that passed.
+        limit: Duration,
+    },
     /// The Tokio runtime could not be built.
     #[error("cannot start the async runtime: {0}")]
     Runtime(#[source] std::io::Error),
@@ -403,19 +417,36 @@ pub fn run_with<D: Driver>(driver: D, args: Args) -> Result<(), CliError> {
             println!("{text}");
             return Ok(());
         }
-        Mode::Run | Mode::Register => {}
+        Mode::Run | Mode::Register { .. } => {}
     }
     let manager = DriverManager::new(driver, config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(CliError::Runtime)?;
-    if command == Mode::Register {
-        runtime.block_on(manager.register())?;
+    if let Mode::Register { timeout } = command {
+        runtime.block_on(register(&manager, timeout))?;
     } else {
         runtime.block_on(manager.run())?;
     }
     Ok(())
+}
+
+/// `register`, bounded by `timeout` when one is given.
+async fn register<D: Driver>(
+    manager: &DriverManager<D>,
+    timeout: Option<Duration>,
+) -> Result<(), CliError> {
+    let Some(limit) = timeout else {
+        return Ok(manager.register().await?);
+    };
+    match tokio::time::timeout(limit, manager.register()).await {
+        Ok(registered) => Ok(registered?),
+        Err(_) => Err(CliError::Timeout {
+            what: "registering the consumer",
+            limit,
+        }),
+    }
 }
 
 fn manager_spec_schema<D: Driver>(manager: &DriverManager<D>) -> Value {

@@ -440,3 +440,30 @@ async fn reconciles_call_the_api_of_api_url() {
         .count();
     assert_eq!(health_calls, 2, "one from invoke, one from run");
 }
+
+#[test]
+fn register_gives_up_after_its_timeout() {
+    // Nothing listens on this port: register keeps retrying until its timeout.
+    let port = free_port().to_string();
+    let url = format!("nats://127.0.0.1:{port}");
+    let mut register = command("echo");
+    register.args(["register", "--timeout", "2s", "--nats-url", &url]);
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || done.send(register.output()));
+    let out = finished
+        .recv_timeout(PATIENCE)
+        .expect("register gave up within its timeout")
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("echo: error: gave up registering the consumer after 2s"),
+        "{stderr}"
+    );
+    let out = command("echo")
+        .args(["register", "--timeout", "soon"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("--timeout"));
+}
