@@ -7,12 +7,12 @@ use conveyor_driver_tests::*;
 use serde_json::json;
 
 /// Waits until every run in `runs` has a result stored in `pipeline-engine`; returns how many
-/// results were stored in all (duplicates included).
+/// results were stored in all (duplicates included), or the runs still without one.
 async fn wait_for_stored_results(
     conveyor: &Conveyor,
     runs: &[String],
     patience: Duration,
-) -> usize {
+) -> Result<usize, Vec<String>> {
     let deadline = tokio::time::Instant::now() + patience;
     loop {
         // While the cluster elects leaders, reads may fail: that is "not yet".
@@ -28,15 +28,17 @@ async fn wait_for_stored_results(
             .iter()
             .filter_map(|s| s.body["run_id"].as_str())
             .collect();
-        let missing = runs.iter().filter(|r| !done.contains(r.as_str())).count();
-        if missing == 0 {
-            return stored.len();
+        let missing: Vec<String> = runs
+            .iter()
+            .filter(|r| !done.contains(r.as_str()))
+            .cloned()
+            .collect();
+        if missing.is_empty() {
+            return Ok(stored.len());
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{missing} of {} events have no result",
-            runs.len()
-        );
+        if tokio::time::Instant::now() >= deadline {
+            return Err(missing);
+        }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
@@ -73,7 +75,35 @@ async fn a_clustered_jetstream_loses_no_event_when_a_node_restarts_mid_run() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     cluster.nodes[1].start_again();
 
-    let stored = wait_for_stored_results(&conveyor, &runs, Duration::from_secs(120)).await;
+    let stored = match wait_for_stored_results(&conveyor, &runs, Duration::from_secs(120)).await {
+        Ok(stored) => stored,
+        Err(missing) => {
+            // Say where each lost event got to: never reconciled, or reconciled and then lost;
+            // still in the stream (not acked) or gone (acked or lost by JetStream).
+            let calls: Vec<Vec<Call>> = missing
+                .iter()
+                .map(|run| instances.iter().flat_map(|d| d.calls_for(run)).collect())
+                .collect();
+            let events = try_stored(&conveyor.js, "messages", "resources.build")
+                .await
+                .unwrap_or_default();
+            let still_stored = missing
+                .iter()
+                .filter(|run| events.iter().any(|e| e.body["run_id"] == run.as_str()))
+                .count();
+            let consumer = conveyor.consumer("builder").await;
+            panic!(
+                "{} of {} events have no result ({still_stored} of them still in `messages`; \
+                 consumer: {} ack pending, {} pending, {} redelivered); their reconciles: \
+                 {calls:#?}",
+                missing.len(),
+                runs.len(),
+                consumer.num_ack_pending,
+                consumer.num_pending,
+                consumer.num_redelivered,
+            )
+        }
+    };
     let reconciled: usize = instances.iter().map(|d| d.calls().len()).sum();
     let called: HashSet<String> = instances
         .iter()
