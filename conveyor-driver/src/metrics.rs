@@ -13,6 +13,7 @@
 //! | `conveyor_driver_reconciles_total{outcome}` | counter | finished reconciles by outcome: `success`, `failure`, `retry`, `panic` |
 //! | `conveyor_driver_reconcile_duration_seconds` | histogram | time spent in `reconcile` |
 //! | `conveyor_driver_in_flight` | gauge | events holding one of the `concurrency` slots (reconciling or publishing their result); prefetched events waiting for a slot are not counted |
+//! | `conveyor_driver_waiting` | gauge | events received and not started: prefetched ones waiting for a slot, and ones waiting for an earlier event of the same resource |
 //! | `conveyor_driver_redeliveries_total` | counter | events received with an attempt above 1 |
 //! | `conveyor_driver_poison_messages_total` | counter | messages terminated as unprocessable |
 //! | `conveyor_driver_log_publish_failures_total` | counter | log lines not published or not persisted |
@@ -54,6 +55,7 @@ pub(crate) struct Metrics {
     panic: Counter,
     duration: Histogram,
     in_flight: Gauge,
+    waiting: Gauge,
     redeliveries: Counter,
     poison: Counter,
     log_publish_failures: Counter,
@@ -90,6 +92,12 @@ impl Metrics {
             "in_flight",
             "Events holding a concurrency slot (reconciling or publishing their result)",
             in_flight.clone(),
+        );
+        let waiting = Gauge::default();
+        registry.register(
+            "waiting",
+            "Events received and not started (waiting for a slot or for their resource's turn)",
+            waiting.clone(),
         );
         let redeliveries = Counter::default();
         registry.register(
@@ -129,6 +137,7 @@ impl Metrics {
             panic,
             duration,
             in_flight,
+            waiting,
             redeliveries,
             poison,
             log_publish_failures,
@@ -151,9 +160,14 @@ impl Metrics {
     }
 
     /// Counts an event in flight until the guard is dropped.
-    pub(crate) fn in_flight(self: &Arc<Self>) -> InFlight {
-        self.in_flight.inc();
-        InFlight(Arc::clone(self))
+    /// Counts an event holding a concurrency slot until the guard is dropped.
+    pub(crate) fn in_flight(&self) -> Counting {
+        Counting::new(&self.in_flight)
+    }
+
+    /// Counts a received event that has not started until the guard is dropped.
+    pub(crate) fn waiting(&self) -> Counting {
+        Counting::new(&self.waiting)
     }
 
     pub(crate) fn redelivered(&self) {
@@ -197,12 +211,19 @@ impl Metrics {
     }
 }
 
-/// Decrements the in-flight gauge when dropped.
-pub(crate) struct InFlight(Arc<Metrics>);
+/// One unit of a gauge, given back when dropped, however the event ends.
+pub(crate) struct Counting(Gauge);
 
-impl Drop for InFlight {
+impl Counting {
+    fn new(gauge: &Gauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for Counting {
     fn drop(&mut self) {
-        self.0.in_flight.dec();
+        self.0.dec();
     }
 }
 
@@ -290,7 +311,10 @@ mod tests {
         {
             let _a = metrics.in_flight();
             let _b = metrics.in_flight();
-            assert!(metrics.encode().contains("conveyor_driver_in_flight 2"));
+            let _c = metrics.waiting();
+            let text = metrics.encode();
+            assert!(text.contains("conveyor_driver_in_flight 2\n"), "{text}");
+            assert!(text.contains("conveyor_driver_waiting 1\n"), "{text}");
         }
         let text = metrics.encode();
         assert!(
@@ -310,6 +334,7 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("conveyor_driver_in_flight 0"), "{text}");
+        assert!(text.contains("conveyor_driver_waiting 0"), "{text}");
         assert!(
             text.contains("conveyor_driver_reconcile_duration_seconds_count 2"),
             "{text}"

@@ -304,6 +304,7 @@ async fn metrics_and_health_endpoints_count_outcomes() {
         r#"conveyor_driver_reconciles_total{outcome="retry"} 0"#,
         "conveyor_driver_reconcile_duration_seconds_count 2",
         "conveyor_driver_in_flight 0",
+        "conveyor_driver_waiting 0",
         "conveyor_driver_redeliveries_total 0",
         "conveyor_driver_log_publish_failures_total 0",
         "conveyor_driver_consumer_pending",

@@ -242,10 +242,16 @@ async fn prefetched_events_wait_for_a_slot_and_go_back_at_once_on_shutdown() {
     assert_eq!(first.calls().len(), 2, "prefetched events do not start");
     let consumer = conveyor.consumer("builder").await;
     assert_eq!(consumer.num_ack_pending, 4, "2 running and 2 prefetched");
-    let in_flight = get(&format!("http://{metrics}/metrics")).await;
+    let (_, body) = get(&format!("http://{metrics}/metrics"))
+        .await
+        .expect("the metrics endpoint answers");
     assert!(
-        in_flight.is_some_and(|(_, body)| body.contains("conveyor_driver_in_flight 2\n")),
-        "the gauge counts running events, not prefetched ones"
+        body.contains("conveyor_driver_in_flight 2\n"),
+        "in_flight counts running events, not prefetched ones: {body}"
+    );
+    assert!(
+        body.contains("conveyor_driver_waiting 2\n"),
+        "waiting counts the prefetched ones: {body}"
     );
 
     // Shutting down hands the prefetched events back at once (the ack wait alone would take

@@ -166,6 +166,7 @@ async fn handle<D: Driver>(
     mut stopping: watch::Receiver<bool>,
     logger: Logger,
 ) -> AckKind {
+    let waiting = shared.metrics.waiting();
     let _turn = turn.wait().await;
     let _running = tokio::select! {
         biased;
@@ -173,6 +174,7 @@ async fn handle<D: Driver>(
         // A prefetched event that has not started: another instance can take it now.
         _ = stopping.wait_for(|stopping| *stopping) => return AckKind::Nak(None),
     };
+    drop(waiting);
     let _in_flight = shared.metrics.in_flight();
     let Received {
         message,
