@@ -159,7 +159,6 @@ impl Metrics {
         self.duration.observe(took.as_secs_f64());
     }
 
-    /// Counts an event in flight until the guard is dropped.
     /// Counts an event holding a concurrency slot until the guard is dropped.
     pub(crate) fn in_flight(&self) -> Counting {
         Counting::new(&self.in_flight)
