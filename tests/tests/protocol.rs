@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use conveyor_driver_tests::*;
+use futures_util::StreamExt;
 use serde_json::json;
 
 async fn setup(driver: &TestDriver) -> (NatsServer, Conveyor, Tap, Running) {
@@ -325,6 +326,37 @@ async fn the_consumer_is_configured_as_the_protocol_says() {
         async_nats::jetstream::consumer::DeliverPolicy::All
     );
     assert_eq!(config.ack_wait, Duration::from_secs(2));
+    running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_consumer_already_configured_is_bound_without_creating_it_again() {
+    let driver = TestDriver::new("builder", &["build"]);
+    let (server, conveyor, _tap, running) = setup(&driver).await;
+    // Every consumer create or update request, as the JetStream API receives it.
+    let mut creates = conveyor
+        .client
+        .subscribe("$JS.API.CONSUMER.CREATE.>")
+        .await
+        .unwrap();
+    conveyor.client.flush().await.unwrap();
+    let register = |config: conveyor_driver::Config| {
+        let manager = conveyor_driver::DriverManager::new(driver.clone(), config).unwrap();
+        async move { manager.register().await.unwrap() }
+    };
+
+    register(test_config(&server)).await;
+    let asked = tokio::time::timeout(Duration::from_millis(500), creates.next()).await;
+    assert!(
+        asked.is_err(),
+        "the consumer was asked for again: {asked:?}"
+    );
+
+    register(test_config(&server).ack_wait(Duration::from_secs(3))).await;
+    let asked = tokio::time::timeout(PATIENCE, creates.next()).await;
+    assert!(asked.is_ok(), "a changed setting updates the consumer");
+    let info = conveyor.consumer("builder").await;
+    assert_eq!(info.config.ack_wait, Duration::from_secs(3));
     running.stop().await.unwrap();
 }
 

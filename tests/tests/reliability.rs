@@ -51,14 +51,21 @@ async fn a_clustered_jetstream_loses_no_event_when_a_node_restarts_mid_run() {
     let instances: Vec<TestDriver> = (0..3)
         .map(|_| TestDriver::new("builder", &["build"]))
         .collect();
+    let config = || {
+        test_config(&cluster.nodes[0])
+            .nats_url(cluster.url())
+            .concurrency(4)
+    };
+    // Registered first, as README.md asks: three instances creating the consumer at the same
+    // moment can make the cluster replace it, dropping the events published in between.
+    conveyor_driver::DriverManager::new(instances[0].clone(), config())
+        .unwrap()
+        .register()
+        .await
+        .unwrap();
     let running: Vec<Running> = instances
         .iter()
-        .map(|driver| {
-            let config = test_config(&cluster.nodes[0])
-                .nats_url(cluster.url())
-                .concurrency(4);
-            run(driver.clone(), config)
-        })
+        .map(|driver| run(driver.clone(), config()))
         .collect();
     conveyor.wait_for_consumer("builder").await;
 
@@ -94,13 +101,14 @@ async fn a_clustered_jetstream_loses_no_event_when_a_node_restarts_mid_run() {
             let consumer = conveyor.consumer("builder").await;
             panic!(
                 "{} of {} events have no result ({still_stored} of them still in `messages`; \
-                 consumer: {} ack pending, {} pending, {} redelivered); their reconciles: \
-                 {calls:#?}",
+                 consumer: {} ack pending, {} pending, {} redelivered, ack floor {}); their \
+                 reconciles: {calls:#?}",
                 missing.len(),
                 runs.len(),
                 consumer.num_ack_pending,
                 consumer.num_pending,
                 consumer.num_redelivered,
+                consumer.ack_floor.stream_sequence,
             )
         }
     };

@@ -526,6 +526,9 @@ impl<D: Driver> Runner<D> {
 
     /// Naks `message` without delay, for whichever instance has a free slot.
     fn nak_now(&mut self, message: jetstream::Message) {
+        if let Ok(info) = message.info() {
+            tracing::debug!(subject = %message.subject, delivered = info.delivered, sequence = info.stream_sequence, "event handed back");
+        }
         self.tasks.spawn(settle(message, AckKind::Nak(None)));
     }
 

@@ -92,17 +92,7 @@ pub(super) async fn bind_consumer(
             create_streams(js).await?;
         }
         match js.get_stream(subjects::MESSAGES_STREAM).await {
-            Ok(stream) => {
-                let name = consumer_config.durable_name.clone().unwrap_or_default();
-                return stream
-                    .create_consumer(consumer_config)
-                    .await
-                    .map(Some)
-                    .map_err(|err| Error::Setup {
-                        what: format!("consumer {name}"),
-                        source: err.into(),
-                    });
-            }
+            Ok(stream) => return create_or_reuse(&stream, consumer_config).await.map(Some),
             Err(err) => tracing::warn!(
                 stream = subjects::MESSAGES_STREAM,
                 error = %err,
@@ -114,5 +104,78 @@ pub(super) async fn bind_consumer(
             return Ok(None);
         }
         delay = (delay * 2).min(Duration::from_secs(10));
+    }
+}
+
+/// Binds the consumer that already exists with this configuration, and creates (or updates)
+/// it otherwise.
+///
+/// Not asking for a consumer that is already right matters in a JetStream cluster: when
+/// several instances create the same durable at the same moment, the cluster can replace the
+/// consumer it has just created, and the interest-retention `messages` stream then drops the
+/// events published in between. Instances that start after the consumer exists (after
+/// `register`, or after the first instance) never race this way.
+async fn create_or_reuse(
+    stream: &stream::Stream,
+    wanted: consumer::pull::Config,
+) -> Result<consumer::PullConsumer, Error> {
+    let name = wanted.durable_name.clone().unwrap_or_default();
+    if let Ok(existing) = stream.get_consumer::<consumer::pull::Config>(&name).await {
+        if same_settings(&existing.cached_info().config, &wanted) {
+            return Ok(existing);
+        }
+    }
+    stream
+        .create_consumer(wanted)
+        .await
+        .map_err(|err| Error::Setup {
+            what: format!("consumer {name}"),
+            source: err.into(),
+        })
+}
+
+/// Whether `existing` has every setting the runtime asks for. The server fills in the
+/// settings the runtime leaves at their defaults, so only the ones it sets are compared.
+fn same_settings(existing: &consumer::Config, wanted: &consumer::pull::Config) -> bool {
+    let mut filters = existing.filter_subjects.clone();
+    if !existing.filter_subject.is_empty() {
+        filters.push(existing.filter_subject.clone());
+    }
+    filters == wanted.filter_subjects
+        && existing.durable_name == wanted.durable_name
+        && existing.description == wanted.description
+        && existing.ack_policy == wanted.ack_policy
+        && existing.deliver_policy == wanted.deliver_policy
+        && existing.ack_wait == wanted.ack_wait
+        && existing.max_deliver == wanted.max_deliver
+        && existing.max_ack_pending == wanted.max_ack_pending
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_nats::jetstream::consumer::IntoConsumerConfig;
+
+    #[test]
+    fn only_the_settings_the_runtime_sets_are_compared() {
+        let wanted = consumer_config("builder", &["build".to_owned()], &Config::default());
+        let mut existing = wanted.clone().into_consumer_config();
+        // What the server fills in does not count.
+        existing.max_waiting = 512;
+        existing.num_replicas = 3;
+        assert!(same_settings(&existing, &wanted));
+
+        let mut single = wanted.clone();
+        single.filter_subjects = vec!["resources.build".to_owned()];
+        let mut existing_single = single.clone().into_consumer_config();
+        existing_single.filter_subjects = Vec::new();
+        existing_single.filter_subject = "resources.build".to_owned();
+        assert!(same_settings(&existing_single, &single));
+
+        existing.max_ack_pending += 1;
+        assert!(!same_settings(&existing, &wanted));
+        let mut fewer = wanted.clone().into_consumer_config();
+        fewer.filter_subjects.pop();
+        assert!(!same_settings(&fewer, &wanted));
     }
 }
