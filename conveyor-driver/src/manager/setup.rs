@@ -111,10 +111,10 @@ pub(super) async fn bind_consumer(
 /// it otherwise.
 ///
 /// Not asking for a consumer that is already right matters in a JetStream cluster: when
-/// several instances create the same durable at the same moment, the cluster can replace the
-/// consumer it has just created, and the interest-retention `messages` stream then drops the
-/// events published in between. Instances that start after the consumer exists (after
-/// `register`, or after the first instance) never race this way.
+/// several instances create the same durable at the same moment, the consumer can skip the
+/// events published meanwhile, and the interest-retention `messages` stream then drops them
+/// (RELIABILITY.md has the measurements). Instances that start after the consumer exists
+/// (after `register`, or after the first instance) never race this way.
 async fn create_or_reuse(
     stream: &stream::Stream,
     wanted: consumer::pull::Config,
