@@ -141,7 +141,11 @@ fn same_settings(existing: &consumer::Config, wanted: &consumer::pull::Config) -
     if !existing.filter_subject.is_empty() {
         filters.push(existing.filter_subject.clone());
     }
-    filters == wanted.filter_subjects
+    // The order of the filters does not matter to JetStream.
+    let mut wanted_filters = wanted.filter_subjects.clone();
+    filters.sort();
+    wanted_filters.sort();
+    filters == wanted_filters
         && existing.durable_name == wanted.durable_name
         && existing.description == wanted.description
         && existing.ack_policy == wanted.ack_policy
@@ -171,6 +175,10 @@ mod tests {
         existing_single.filter_subjects = Vec::new();
         existing_single.filter_subject = "resources.build".to_owned();
         assert!(same_settings(&existing_single, &single));
+
+        let mut reordered = wanted.clone().into_consumer_config();
+        reordered.filter_subjects.reverse();
+        assert!(same_settings(&reordered, &wanted));
 
         existing.max_ack_pending += 1;
         assert!(!same_settings(&existing, &wanted));
