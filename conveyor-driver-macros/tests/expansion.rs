@@ -139,7 +139,7 @@ async fn transient_errors_stay_transient() {
         .unwrap();
     assert_eq!(
         result,
-        DriverResult::success(conveyor_driver::SUCCESS_MESSAGE)
+        DriverResult::success("reconciled")
     );
 }
 

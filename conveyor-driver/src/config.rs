@@ -1,153 +1,114 @@
 //! Driver Manager settings, from code or from `CONVEYOR_*` environment variables.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// How the Driver Manager connects and consumes.
-///
-/// Start from [`Config::from_env`] (defaults overridden by the environment) or
-/// [`Config::default`], then adjust with the setters:
-///
-/// ```
-/// use std::time::Duration;
-/// use conveyor_driver::Config;
-///
-/// let config = Config::default()
-///     .nats_url("nats://127.0.0.1:4222")
-///     .concurrency(16)
-///     .shutdown_timeout(Duration::from_secs(60));
-/// ```
-///
-/// | setting | variable | default |
-/// |---|---|---|
-/// | [`nats_url`](Self::nats_url) | `CONVEYOR_NATS_URL` | `nats://127.0.0.1:4222` |
-/// | [`concurrency`](Self::concurrency) | `CONVEYOR_CONCURRENCY` | 4 |
-/// | [`prefetch`](Self::prefetch) | `CONVEYOR_PREFETCH` | 0 |
-/// | [`ack_wait`](Self::ack_wait) | `CONVEYOR_ACK_WAIT` | 30s |
-/// | [`max_deliver`](Self::max_deliver) | `CONVEYOR_MAX_DELIVER` | 5 |
-/// | [`max_ack_pending`](Self::max_ack_pending) | `CONVEYOR_MAX_ACK_PENDING` | 1000 |
-/// | [`retry_backoff`](Self::retry_backoff) | `CONVEYOR_RETRY_BACKOFF`, `CONVEYOR_RETRY_BACKOFF_MAX` | 1s, 60s |
-/// | [`shutdown_timeout`](Self::shutdown_timeout) | `CONVEYOR_SHUTDOWN_TIMEOUT` | 30s |
-/// | [`create_streams`](Self::create_streams) | `CONVEYOR_CREATE_STREAMS` | false |
-/// | [`tls`](Self::tls) | `CONVEYOR_TLS_CERT`, `CONVEYOR_TLS_KEY` | none |
-/// | [`tls_ca`](Self::tls_ca) | `CONVEYOR_TLS_CA` | none |
-/// | [`metrics_addr`](Self::metrics_addr) | `CONVEYOR_METRICS_ADDR` | none (no metrics listener) |
-/// | [`api_url`](Self::api_url) | `CONVEYOR_API_URL` | none (no API client for reconciles) |
-///
-/// Durations are written `500ms`, `30s`, `2m` …; a bare number means seconds.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Config {
-    pub(crate) nats_url: String,
-    pub(crate) concurrency: usize,
-    pub(crate) prefetch: usize,
-    pub(crate) ack_wait: Duration,
-    pub(crate) max_deliver: u32,
-    pub(crate) max_ack_pending: u32,
-    pub(crate) retry_backoff: Duration,
-    pub(crate) retry_backoff_max: Duration,
-    pub(crate) shutdown_timeout: Duration,
-    pub(crate) create_streams: bool,
-    pub(crate) handle_signals: bool,
-    pub(crate) tls_cert: Option<PathBuf>,
-    pub(crate) tls_key: Option<PathBuf>,
-    pub(crate) tls_ca: Option<PathBuf>,
-    pub(crate) metrics_addr: Option<std::net::SocketAddr>,
-    pub(crate) api_url: Option<String>,
-}
+use crate::settings::{self, boolean, count, duration, http_url, invalid_value, nats_urls, number};
+use crate::settings::{path, socket_addr, ConfigError};
 
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            nats_url: "nats://127.0.0.1:4222".to_owned(),
-            concurrency: 4,
-            prefetch: 0,
-            ack_wait: Duration::from_secs(30),
-            max_deliver: 5,
-            max_ack_pending: 1000,
-            retry_backoff: Duration::from_secs(1),
-            retry_backoff_max: Duration::from_secs(60),
-            shutdown_timeout: Duration::from_secs(30),
-            create_streams: false,
-            handle_signals: true,
-            tls_cert: None,
-            tls_key: None,
-            tls_ca: None,
-            metrics_addr: None,
-            api_url: None,
-        }
+crate::settings::declare_settings! {
+    /// How the Driver Manager connects and consumes.
+    ///
+    /// Start from [`Config::from_env`] (defaults overridden by the environment) or
+    /// [`Config::default`], then adjust with the setters:
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use conveyor_driver::Config;
+    ///
+    /// let config = Config::default()
+    ///     .nats_url("nats://127.0.0.1:4222")
+    ///     .concurrency(16)
+    ///     .shutdown_timeout(Duration::from_secs(60));
+    /// ```
+    ///
+    /// Every setting has an environment variable and a flag of the driver binary
+    /// ([`cli`](crate::cli)); a flag beats its variable, which beats the default:
+    ///
+    /// | setting | variable | flag | default |
+    /// |---|---|---|---|
+    /// | `nats_url` | `CONVEYOR_NATS_URL` | `--nats-url` | nats://127.0.0.1:4222 |
+    /// | `concurrency` | `CONVEYOR_CONCURRENCY` | `--concurrency` | 4 |
+    /// | `prefetch` | `CONVEYOR_PREFETCH` | `--prefetch` | 0 |
+    /// | `ack_wait` | `CONVEYOR_ACK_WAIT` | `--ack-wait` | 30s |
+    /// | `max_deliver` | `CONVEYOR_MAX_DELIVER` | `--max-deliver` | 5 |
+    /// | `max_ack_pending` | `CONVEYOR_MAX_ACK_PENDING` | `--max-ack-pending` | 1000 |
+    /// | `retry_backoff` | `CONVEYOR_RETRY_BACKOFF` | `--retry-backoff` | 1s |
+    /// | `retry_backoff_max` | `CONVEYOR_RETRY_BACKOFF_MAX` | `--retry-backoff-max` | 1m |
+    /// | `shutdown_timeout` | `CONVEYOR_SHUTDOWN_TIMEOUT` | `--shutdown-timeout` | 30s |
+    /// | `create_streams` | `CONVEYOR_CREATE_STREAMS` | `--create-streams` | false |
+    /// | `tls_cert` | `CONVEYOR_TLS_CERT` | `--tls-cert` | none |
+    /// | `tls_key` | `CONVEYOR_TLS_KEY` | `--tls-key` | none |
+    /// | `tls_ca` | `CONVEYOR_TLS_CA` | `--tls-ca` | none |
+    /// | `metrics_addr` | `CONVEYOR_METRICS_ADDR` | `--metrics-addr` | none (no metrics listener) |
+    /// | `api_url` | `CONVEYOR_API_URL` | `--api-url` | none (no API client for reconciles) |
+    ///
+    /// Durations are written `500ms`, `30s`, `2m` …; a bare number means seconds.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Config {
+        /// NATS server URL(s), comma separated
+        nats_url: String = "nats://127.0.0.1:4222".to_owned(),
+            env "CONVEYOR_NATS_URL", flag "nats-url" = "URL", parse nats_urls;
+        /// How many events this instance reconciles at once
+        concurrency: usize = 4,
+            env "CONVEYOR_CONCURRENCY", flag "concurrency" = "N", parse count;
+        /// How many events this instance takes ahead of free slots; 0 shares work fairly between instances
+        prefetch: usize = 0,
+            env "CONVEYOR_PREFETCH", flag "prefetch" = "N", parse number;
+        /// How long JetStream waits for an acknowledgement before redelivering
+        ack_wait: Duration = Duration::from_secs(30),
+            env "CONVEYOR_ACK_WAIT", flag "ack-wait" = "DURATION", parse duration;
+        /// How many deliveries an event gets before its run fails
+        max_deliver: u32 = 5,
+            env "CONVEYOR_MAX_DELIVER", flag "max-deliver" = "N", parse count;
+        /// How many unacknowledged events the consumer allows over all instances
+        max_ack_pending: u32 = 1000,
+            env "CONVEYOR_MAX_ACK_PENDING", flag "max-ack-pending" = "N", parse count;
+        /// Delay before the first retry of a transient failure; doubles on each further one
+        retry_backoff: Duration = Duration::from_secs(1),
+            env "CONVEYOR_RETRY_BACKOFF", flag "retry-backoff" = "DURATION", parse duration;
+        /// The longest delay between retries
+        retry_backoff_max: Duration = Duration::from_secs(60),
+            env "CONVEYOR_RETRY_BACKOFF_MAX", flag "retry-backoff-max" = "DURATION", parse duration;
+        /// How long a shutdown waits for in-flight events before handing them back
+        shutdown_timeout: Duration = Duration::from_secs(30),
+            env "CONVEYOR_SHUTDOWN_TIMEOUT", flag "shutdown-timeout" = "DURATION", parse duration;
+        /// Create the Conveyor streams if missing (local development and tests only)
+        create_streams: bool = false,
+            env "CONVEYOR_CREATE_STREAMS", flag "create-streams", parse boolean;
+        /// Shut down on SIGTERM and SIGINT
+        handle_signals: bool = true;
+        /// Client certificate (PEM) for mutual TLS to NATS and for signing API requests; needs --tls-key
+        tls_cert: Option<PathBuf> = None,
+            env "CONVEYOR_TLS_CERT", flag "tls-cert" = "PEM", parse path, unset "none";
+        /// Private key (PEM) of the client certificate; needs --tls-cert
+        tls_key: Option<PathBuf> = None,
+            env "CONVEYOR_TLS_KEY", flag "tls-key" = "PEM", parse path, unset "none";
+        /// CA certificate (PEM) the NATS server's certificate must chain to (and an https:// API's)
+        tls_ca: Option<PathBuf> = None,
+            env "CONVEYOR_TLS_CA", flag "tls-ca" = "PEM", parse path, unset "none";
+        /// Serve Prometheus metrics and health checks on this address, e.g. 0.0.0.0:9090
+        metrics_addr: Option<SocketAddr> = None,
+            env "CONVEYOR_METRICS_ADDR", flag "metrics-addr" = "ADDR", parse socket_addr,
+            unset "none (no metrics listener)";
+        /// Conveyor API base URL, e.g. http://conveyor:8080, for an API client in reconciles
+        api_url: Option<String> = None,
+            env "CONVEYOR_API_URL", flag "api-url" = "URL", parse http_url,
+            unset "none (no API client for reconciles)";
     }
-}
-
-/// A setting has a value it cannot take.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid {setting} {value:?}: {reason}")]
-pub struct ConfigError {
-    /// The environment variable or setter that holds the value.
-    pub setting: String,
-    /// The value as given.
-    pub value: String,
-    /// What a valid value looks like.
-    pub reason: String,
 }
 
 impl Config {
-    /// The defaults, overridden by every `CONVEYOR_*` variable that is set.
+    /// The defaults, overridden by every `CONVEYOR_*` variable that is set; an error names
+    /// the variable whose value is wrong.
     pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|name| std::env::var(name).ok())
+        Self::from_lookup(settings::process_env)
     }
 
     /// Like [`from_env`](Self::from_env), reading variables through `lookup`.
-    fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let mut config = Self::default();
-        let read = |name: &str| lookup(name).filter(|value| !value.trim().is_empty());
-        if let Some(url) = read("CONVEYOR_NATS_URL") {
-            server_addrs("CONVEYOR_NATS_URL", &url)?;
-            config.nats_url = url;
-        }
-        if let Some(v) = read("CONVEYOR_CONCURRENCY") {
-            config.concurrency = parse_number("CONVEYOR_CONCURRENCY", &v, 1)?;
-        }
-        if let Some(v) = read("CONVEYOR_PREFETCH") {
-            config.prefetch = parse_number("CONVEYOR_PREFETCH", &v, 0)?;
-        }
-        if let Some(v) = read("CONVEYOR_ACK_WAIT") {
-            config.ack_wait = parse_duration("CONVEYOR_ACK_WAIT", &v)?;
-        }
-        if let Some(v) = read("CONVEYOR_MAX_DELIVER") {
-            config.max_deliver = parse_number("CONVEYOR_MAX_DELIVER", &v, 1)?;
-        }
-        if let Some(v) = read("CONVEYOR_MAX_ACK_PENDING") {
-            config.max_ack_pending = parse_number("CONVEYOR_MAX_ACK_PENDING", &v, 1)?;
-        }
-        if let Some(v) = read("CONVEYOR_RETRY_BACKOFF") {
-            config.retry_backoff = parse_duration("CONVEYOR_RETRY_BACKOFF", &v)?;
-        }
-        if let Some(v) = read("CONVEYOR_RETRY_BACKOFF_MAX") {
-            config.retry_backoff_max = parse_duration("CONVEYOR_RETRY_BACKOFF_MAX", &v)?;
-        }
-        if let Some(v) = read("CONVEYOR_SHUTDOWN_TIMEOUT") {
-            config.shutdown_timeout = parse_duration("CONVEYOR_SHUTDOWN_TIMEOUT", &v)?;
-        }
-        if let Some(v) = read("CONVEYOR_CREATE_STREAMS") {
-            config.create_streams = parse_bool("CONVEYOR_CREATE_STREAMS", &v)?;
-        }
-        config.tls_cert = read("CONVEYOR_TLS_CERT").map(PathBuf::from);
-        config.tls_key = read("CONVEYOR_TLS_KEY").map(PathBuf::from);
-        config.tls_ca = read("CONVEYOR_TLS_CA").map(PathBuf::from);
-        if let Some(v) = read("CONVEYOR_METRICS_ADDR") {
-            let addr = v.trim().parse().map_err(|_| {
-                invalid_value(
-                    "CONVEYOR_METRICS_ADDR",
-                    &v,
-                    "expected an address such as 0.0.0.0:9090",
-                )
-            })?;
-            config.metrics_addr = Some(addr);
-        }
-        config.api_url = read("CONVEYOR_API_URL");
-        if let Some(url) = &config.api_url {
-            check_api_url("CONVEYOR_API_URL", url)?;
-        }
+    pub(crate) fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let config = settings::load(Self::SETTINGS, |_| None, lookup)?;
         config.validate()?;
         Ok(config)
     }
@@ -291,9 +252,9 @@ impl Config {
 
     /// Checks the values that code can set out of range.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        server_addrs("nats_url", &self.nats_url)?;
+        nats_urls(&self.nats_url).map_err(|reason| invalid_value("nats_url", &self.nats_url, reason))?;
         if let Some(url) = &self.api_url {
-            check_api_url("api_url", url)?;
+            http_url(url).map_err(|reason| invalid_value("api_url", url, reason))?;
         }
         if self.concurrency == 0 {
             return Err(invalid_value("concurrency", "0", "must be at least 1"));
@@ -344,102 +305,6 @@ impl Config {
         self.retry_backoff
             .saturating_mul(1 << doublings)
             .min(self.retry_backoff_max)
-    }
-}
-
-/// Parses a comma-separated list of NATS server URLs.
-pub(crate) fn server_addrs(
-    setting: &str,
-    urls: &str,
-) -> Result<Vec<async_nats::ServerAddr>, ConfigError> {
-    let addrs = urls
-        .split(',')
-        .map(str::trim)
-        .filter(|url| !url.is_empty())
-        .map(|url| {
-            url.parse::<async_nats::ServerAddr>().map_err(|err| {
-                invalid_value(setting, urls, format!("{url:?} is not a NATS URL ({err})"))
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    if addrs.is_empty() {
-        return Err(invalid_value(
-            setting,
-            urls,
-            "expected one or more NATS URLs",
-        ));
-    }
-    Ok(addrs)
-}
-
-fn check_api_url(setting: &str, url: &str) -> Result<(), ConfigError> {
-    crate::client::parse_base_url(url)
-        .map(drop)
-        .map_err(|reason| invalid_value(setting, url, reason))
-}
-
-/// The API client for reconciles, when an API URL is configured: the same certificate, key
-/// and CA as for NATS.
-pub(crate) fn api_client(config: &Config) -> Result<Option<crate::Client>, crate::ClientError> {
-    let Some(url) = &config.api_url else {
-        return Ok(None);
-    };
-    let mut builder = crate::Client::builder().base_url(url.as_str());
-    if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
-        builder = builder.tls(cert, key);
-    }
-    if let Some(ca) = &config.tls_ca {
-        builder = builder.ca(ca);
-    }
-    builder.build().map(Some)
-}
-
-fn invalid_value(setting: &str, value: &str, reason: impl Into<String>) -> ConfigError {
-    ConfigError {
-        setting: setting.to_owned(),
-        value: value.to_owned(),
-        reason: reason.into(),
-    }
-}
-
-fn parse_number<T: std::str::FromStr + PartialOrd + std::fmt::Display>(
-    setting: &str,
-    value: &str,
-    min: T,
-) -> Result<T, ConfigError> {
-    match value.trim().parse::<T>() {
-        Ok(n) if n >= min => Ok(n),
-        _ => Err(invalid_value(
-            setting,
-            value,
-            format!("expected a whole number of at least {min}"),
-        )),
-    }
-}
-
-fn parse_duration(setting: &str, value: &str) -> Result<Duration, ConfigError> {
-    let value_trimmed = value.trim();
-    if let Ok(seconds) = value_trimmed.parse::<u64>() {
-        return Ok(Duration::from_secs(seconds));
-    }
-    humantime::parse_duration(value_trimmed).map_err(|err| {
-        invalid_value(
-            setting,
-            value,
-            format!("expected a duration such as 500ms, 30s or 2m ({err})"),
-        )
-    })
-}
-
-fn parse_bool(setting: &str, value: &str) -> Result<bool, ConfigError> {
-    match value.trim().to_ascii_lowercase().as_str() {
-        "1" | "true" | "yes" | "on" => Ok(true),
-        "0" | "false" | "no" | "off" => Ok(false),
-        _ => Err(invalid_value(
-            setting,
-            value,
-            "expected 1/true/yes/on or 0/false/no/off",
-        )),
     }
 }
 
@@ -517,26 +382,22 @@ mod tests {
     }
 
     #[test]
-    fn an_api_url_gives_reconciles_a_client() {
-        assert!(api_client(&Config::default()).unwrap().is_none());
-        let config = env(&[("CONVEYOR_API_URL", "http://127.0.0.1:8080/api")]).unwrap();
-        let client = api_client(&config).unwrap().unwrap();
-        assert_eq!(client.base_url().as_str(), "http://127.0.0.1:8080/api/");
+    fn several_urls_and_bad_urls() {
+        let config = env(&[("CONVEYOR_NATS_URL", "nats://a:4222, nats://b:4223")]).unwrap();
+        assert_eq!(config.nats_url, "nats://a:4222, nats://b:4223");
+        let err = env(&[("CONVEYOR_NATS_URL", "nats://a:notaport")]).unwrap_err();
+        assert_eq!(err.setting, "CONVEYOR_NATS_URL");
+        assert_eq!(Config::default().nats_url(" , ").validate().unwrap_err().setting, "nats_url");
         let err = Config::default().api_url("ftp://x").validate().unwrap_err();
         assert_eq!(err.setting, "api_url");
-        // The NATS client certificate signs the API requests too: a missing file is reported.
-        let config = config.tls("/nonexistent/cert.pem", "/nonexistent/key.pem");
-        let err = api_client(&config).unwrap_err().to_string();
-        assert!(err.contains("/nonexistent/cert.pem"), "{err}");
     }
 
     #[test]
-    fn several_urls_and_bad_urls() {
-        let config = env(&[("CONVEYOR_NATS_URL", "nats://a:4222, nats://b:4223")]).unwrap();
-        assert_eq!(server_addrs("x", &config.nats_url).unwrap().len(), 2);
-        let err = env(&[("CONVEYOR_NATS_URL", "nats://a:notaport")]).unwrap_err();
-        assert_eq!(err.setting, "CONVEYOR_NATS_URL");
-        assert!(Config::default().nats_url(" , ").validate().is_err());
+    fn the_docs_table_lists_every_setting_with_its_default() {
+        let docs = include_str!("config.rs");
+        for row in settings::markdown_rows(Config::SETTINGS).lines() {
+            assert!(docs.contains(&format!("/// {row}")), "the Config docs lack the row\n{row}");
+        }
     }
 
     #[test]

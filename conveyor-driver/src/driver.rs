@@ -251,7 +251,7 @@ impl ReconcileError {
 
 impl<E: std::error::Error + Send + Sync + 'static> From<E> for ReconcileError {
     fn from(error: E) -> Self {
-        Self::new(error_chain(&error))
+        Self::new(crate::error::chain(&error))
     }
 }
 
@@ -259,18 +259,6 @@ impl fmt::Display for ReconcileError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.message)
     }
-}
-
-/// `error` and its sources, joined with `": "`, the way a failed result message shows them.
-pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
 }
 
 /// Marks the error of a `Result` as transient.

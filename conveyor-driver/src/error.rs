@@ -1,7 +1,7 @@
 //! Errors that stop the Driver Manager. Errors of single events never do: they become failed
 //! results, naks or terminated messages.
 
-use crate::config::ConfigError;
+use crate::settings::ConfigError;
 use crate::wire::subjects::TokenError;
 
 /// Why the Driver Manager could not start or stop cleanly.
@@ -35,7 +35,7 @@ pub enum Error {
         url: String,
         /// The client's error.
         #[source]
-        source: async_nats::ConnectError,
+        source: NatsError,
     },
     /// JetStream refused to create a stream or the driver's consumer (e.g. a consumer of that
     /// name exists with settings that cannot be changed).
@@ -45,7 +45,7 @@ pub enum Error {
         what: String,
         /// The server's answer.
         #[source]
-        source: async_nats::Error,
+        source: NatsError,
     },
     /// The signal handlers could not be installed.
     #[error("cannot listen for shutdown signals: {0}")]
@@ -59,4 +59,44 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// An error of the NATS client. Opaque, so that the client library's version is no part of
+/// this crate's API; its message and sources are the client's.
+#[derive(Debug)]
+pub struct NatsError(Box<dyn std::error::Error + Send + Sync>);
+
+impl NatsError {
+    pub(crate) fn new(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self(error.into())
+    }
+}
+
+impl std::fmt::Display for NatsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for NatsError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+/// `error` and its sources, joined with `": "`, the way a failed result or a fatal error shows
+/// them; a source whose text the message already holds is left out, as many errors repeat
+/// their source in their own message.
+pub(crate) fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    message
 }

@@ -19,7 +19,7 @@ use crate::logger::Logger;
 use crate::wire::{DriverResult, Resource, SpecError};
 
 /// The message of the successful result made from a `()` or an `Ok` value.
-pub const SUCCESS_MESSAGE: &str = "reconciled";
+pub(crate) const SUCCESS_MESSAGE: &str = "reconciled";
 
 /// A value a `#[driver]` function can take as a parameter, built from the event being
 /// reconciled.
@@ -215,10 +215,10 @@ impl From<RunId> for String {
 /// | returned | published |
 /// |---|---|
 /// | [`DriverResult`] | as it is |
-/// | `()` | success, message [`SUCCESS_MESSAGE`], no data |
-/// | `Ok(data)` of `Result<T, E>`, `T: Serialize` | success, message [`SUCCESS_MESSAGE`], `data` = `data` as JSON |
+/// | `()` | success, message `reconciled`, no data |
+/// | `Ok(data)` of `Result<T, E>`, `T: Serialize` | success, message `reconciled`, `data` = `data` as JSON |
 /// | `Ok(result)` of `Result<DriverResult, E>` | `result` as it is |
-/// | `Err(error)`, `E: std::error::Error` | failure, message = the error and its sources ([`error_chain`](crate::error_chain)) |
+/// | `Err(error)`, `E: std::error::Error` | failure, message = the error and its sources joined with `": "` |
 /// | `Err(error)`, `E` = [`ReconcileError`] | failure, or a retry when it is transient |
 ///
 /// `#[driver]` also accepts `Result<T, E>` whose `E` only implements `Display` (`String`,

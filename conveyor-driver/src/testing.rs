@@ -49,25 +49,28 @@
 //! ```
 
 use std::fmt;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::{Map, Value};
-use tracing::Instrument;
 
 use crate::bridge::RunLogLayer;
 use crate::client::Client;
 use crate::config::Config;
 use crate::driver::{Driver, Event};
-use crate::logger::{Capture, Logger};
-use crate::manager::process::{self, Outcome};
+use crate::logger::Capture;
 use crate::metrics::Counted;
-use crate::wire::{
-    DriverMessage, DriverResult, DriverResultEvent, Received, Resource, ResultEnvelope,
-};
+use crate::pipeline::{Incoming, Outcome, Pipeline, Sink};
+use crate::wire::{DriverResult, Resource};
 
 pub use crate::logger::LogLine;
+
+/// Creates the Conveyor streams that are missing, as the Conveyor server creates them: for
+/// tests and local development against a bare `nats-server -js`. In production the server
+/// owns them ([`Config::create_streams`] does the same at start-up).
+pub async fn create_streams(js: &async_nats::jetstream::Context) -> Result<(), crate::Error> {
+    crate::manager::setup::create_streams(js).await
+}
 
 /// Builds a [`Resource`] with sensible defaults: id `test-<uuid>`, name `test`, no pipeline,
 /// empty metadata, `null` spec.
@@ -322,12 +325,21 @@ impl fmt::Display for TestOutcome {
 ///     .assert_failure_contains("gave up after 5 attempts");
 /// # }
 /// ```
-#[derive(Debug)]
 pub struct Harness<D> {
-    driver: D,
-    config: Config,
+    pipeline: Pipeline<D>,
     bridge: Option<RunLogLayer>,
     client: Option<Client>,
+}
+
+impl<D: fmt::Debug> fmt::Debug for Harness<D> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Harness")
+            .field("driver", self.pipeline.driver())
+            .field("config", self.pipeline.config())
+            .field("bridge", &self.bridge)
+            .field("client", &self.client)
+            .finish()
+    }
 }
 
 impl<D: Driver> Harness<D> {
@@ -335,8 +347,7 @@ impl<D: Driver> Harness<D> {
     /// INFO and above.
     pub fn new(driver: D) -> Self {
         Self {
-            driver,
-            config: Config::default(),
+            pipeline: Pipeline::new(driver, Config::default()),
             bridge: Some(RunLogLayer::all()),
             client: None,
         }
@@ -353,7 +364,7 @@ impl<D: Driver> Harness<D> {
     /// Uses `config`'s retry settings.
     #[must_use]
     pub fn config(mut self, config: Config) -> Self {
-        self.config = config;
+        self.pipeline.set_config(config);
         self
     }
 
@@ -366,34 +377,18 @@ impl<D: Driver> Harness<D> {
 
     /// The driver.
     pub fn driver(&self) -> &D {
-        &self.driver
+        self.pipeline.driver()
     }
 
     /// Reconciles `event` and reports what the runtime would publish.
     pub async fn run(&self, event: impl Into<Event>) -> TestRun {
-        let event = event.into();
-        let message = DriverMessage {
-            event: event.name.clone(),
-            payload: event.resource.clone(),
-            id: event.message_id.clone(),
-            run_id: event.run_id.clone(),
-        };
-        let raw_resource = serde_json::value::to_raw_value(&event.resource)
-            .unwrap_or_else(|_| serde_json::value::RawValue::NULL.to_owned());
-        let received = Received {
-            message,
-            raw_resource,
-        };
-        reconcile_received(
-            &self.driver,
-            &self.config,
-            received,
-            event.attempt,
-            event.client().or(self.client.as_ref()),
-            self.bridge.clone(),
-            None,
-        )
-        .await
+        let mut event = event.into();
+        if event.client().is_none() {
+            if let Some(client) = &self.client {
+                event = event.with_client(client.clone());
+            }
+        }
+        capture(&self.pipeline, Incoming::made(event), self.bridge.clone(), None).await
     }
 
     /// [`run`](Self::run) on a new single-threaded Tokio runtime, for a plain `#[test]`.
@@ -411,71 +406,42 @@ impl<D: Driver> Harness<D> {
     }
 }
 
-/// Reconciles one received message without NATS: the test kit and `invoke` both use it.
-/// `bridge` installs a scoped subscriber with the tracing bridge for this run; `on_line` sees
-/// each log line as it is logged.
-pub(crate) async fn reconcile_received<D: Driver>(
-    driver: &D,
-    config: &Config,
-    received: Received,
-    attempt: u64,
-    client: Option<&Client>,
+/// Runs `incoming` through the pipeline without NATS, capturing its log lines (each also
+/// shown to `on_line` as it is logged). `bridge` installs a scoped subscriber with the tracing
+/// bridge for this run. The test kit and `invoke` both use it.
+async fn capture<D: Driver>(
+    pipeline: &Pipeline<D>,
+    incoming: Incoming,
     bridge: Option<RunLogLayer>,
     on_line: Option<crate::logger::OnLine>,
 ) -> TestRun {
     let capture = Capture::new(on_line);
-    let name = driver.name();
-    let logger = Logger::capturing(
-        process::run_context(&name, &received.message),
-        Arc::clone(&capture),
-    );
-    let handled = driver
-        .events()
-        .map_or(true, |events| events.contains(&received.message.event));
-    if !handled {
-        return TestRun {
-            outcome: TestOutcome::Skipped,
-            lines: Vec::new(),
-            envelope: None,
-        };
-    }
-    let dispatch = bridge.map(|bridge| {
-        use tracing_subscriber::layer::SubscriberExt;
-        tracing::Dispatch::new(tracing_subscriber::registry().with(bridge.filtered()))
-    });
-    // The span must be created under the subscriber that will see its events.
-    let span = match &dispatch {
-        Some(dispatch) => tracing::dispatcher::with_default(dispatch, || {
-            process::reconcile_span(&received.message, attempt, &logger)
-        }),
-        None => process::reconcile_span(&received.message, attempt, &logger),
-    };
-    let Received {
-        message,
-        raw_resource,
-    } = received;
-    let run_id = message.run_id.clone();
-    let event = process::event(message, attempt, client);
-    let work = process::reconcile(driver, config, event, &logger).instrument(span);
-    let (outcome, counted) = match dispatch {
-        Some(dispatch) => {
+    let sink = Sink::Capture(std::sync::Arc::clone(&capture));
+    let (outcome, counted) = match bridge {
+        Some(bridge) => {
             use tracing::instrument::WithSubscriber;
-            work.with_subscriber(dispatch).await
+            use tracing_subscriber::layer::SubscriberExt;
+            let dispatch =
+                tracing::Dispatch::new(tracing_subscriber::registry().with(bridge.filtered()));
+            // The span must be made under the subscriber that is to see its events.
+            let run = tracing::dispatcher::with_default(&dispatch, || pipeline.start(incoming, sink));
+            pipeline.reconcile(run).with_subscriber(dispatch).await
         }
-        None => work.await,
+        None => pipeline.reconcile(pipeline.start(incoming, sink)).await,
     };
     let (outcome, envelope) = match outcome {
-        Outcome::Publish(result) => {
-            let envelope = ResultEnvelope::new(
-                run_id,
-                raw_resource,
-                DriverResultEvent::new(result.clone(), &name),
-            );
-            let envelope = serde_json::to_value(&envelope).ok();
+        Outcome::Publish(envelope) => {
+            let result = DriverResult {
+                success: envelope.driverresult.success,
+                message: envelope.driverresult.message.clone(),
+                data: envelope.driverresult.data.clone(),
+            };
             let panicked = counted == Counted::Panic;
+            let envelope = serde_json::to_value(&envelope).ok();
             (TestOutcome::Published { result, panicked }, envelope)
         }
         Outcome::Retry { delay, message } => (TestOutcome::Retry { delay, message }, None),
+        Outcome::Skipped => (TestOutcome::Skipped, None),
     };
     TestRun {
         outcome,
@@ -607,7 +573,7 @@ impl TestRun {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{ReconcileError, ReconcileResult};
+    use crate::{Logger, ReconcileError, ReconcileResult};
 
     /// Behaves as the spec says: `panic`, `fail`, `transient`, `trace` (a tracing event).
     struct Scripted;

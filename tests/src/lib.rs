@@ -315,7 +315,7 @@ impl Conveyor {
     /// Connects to `server` and creates the Conveyor streams.
     pub async fn new(server: &NatsServer) -> Self {
         let conveyor = Self::connect(server).await;
-        conveyor_driver::create_streams(&conveyor.js)
+        conveyor_driver::testing::create_streams(&conveyor.js)
             .await
             .expect("creating the Conveyor streams");
         conveyor

@@ -30,7 +30,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::stream::BoxStream;
-use reqwest::{Method, StatusCode, Url};
+use http::{Method, StatusCode};
+use reqwest::Url;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -38,6 +39,7 @@ use serde_json::{Map, Value};
 pub use auth::{Credentials, CredentialsError, Token, DEFAULT_TOKEN_LIFETIME};
 pub use types::{BroadcastMessage, LogQuery, Pipeline, ResourceCreated, ResourceDefinition, Step};
 
+use crate::config::Config;
 use crate::wire::{LogEntry, Resource};
 use auth::TokenCache;
 
@@ -132,7 +134,7 @@ impl ClientError {
 /// use std::time::Duration;
 /// use conveyor_driver::client::ClientBuilder;
 ///
-/// let client = ClientBuilder::from_env()
+/// let client = ClientBuilder::from_env()?
 ///     .base_url("https://conveyor.example:8080")
 ///     .tls("client.pem", "client.key")
 ///     .ca("ca.pem")
@@ -217,14 +219,23 @@ impl ClientBuilder {
     }
 
     /// Defaults with `CONVEYOR_API_URL`, `CONVEYOR_TLS_CERT`, `CONVEYOR_TLS_KEY` and
-    /// `CONVEYOR_TLS_CA` applied when set (the setters override them).
-    pub fn from_env() -> Self {
-        let read = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    /// `CONVEYOR_TLS_CA` applied when set (the setters override them), read as the driver's
+    /// [`Config::from_env`](crate::Config::from_env) reads them.
+    pub fn from_env() -> Result<Self, ClientError> {
+        const KEYS: [&str; 4] = ["api_url", "tls_cert", "tls_key", "tls_ca"];
+        let table = Config::SETTINGS.iter().filter(|s| KEYS.contains(&s.key));
+        let config = crate::settings::load(table, |_| None, crate::settings::process_env)
+            .map_err(|err| ClientError::Config(err.to_string()))?;
+        Ok(Self::from_config(&config))
+    }
+
+    /// The API URL and TLS files of a driver's configuration.
+    fn from_config(config: &Config) -> Self {
         Self {
-            base_url: read("CONVEYOR_API_URL"),
-            cert: read("CONVEYOR_TLS_CERT").map(PathBuf::from),
-            key: read("CONVEYOR_TLS_KEY").map(PathBuf::from),
-            ca: read("CONVEYOR_TLS_CA").map(PathBuf::from),
+            base_url: config.api_url.clone(),
+            cert: config.tls_cert.clone(),
+            key: config.tls_key.clone(),
+            ca: config.tls_ca.clone(),
             ..Self::default()
         }
     }
@@ -345,7 +356,7 @@ impl ClientBuilder {
             }
         }
         let http = http.build().map_err(|err| {
-            ClientError::Config(format!("cannot build the HTTP client: {}", chain(&err)))
+            ClientError::Config(format!("cannot build the HTTP client: {}", crate::error::chain(&err)))
         })?;
         Ok(Client {
             inner: Arc::new(Inner {
@@ -410,7 +421,16 @@ impl Client {
 
     /// A client configured from `CONVEYOR_API_URL` and `CONVEYOR_TLS_CERT` / `_KEY` / `_CA`.
     pub fn from_env() -> Result<Self, ClientError> {
-        ClientBuilder::from_env().build()
+        ClientBuilder::from_env()?.build()
+    }
+
+    /// The client every reconcile gets, when `config` has an API URL: requests signed with
+    /// its TLS certificate and key, trusting its CA.
+    pub(crate) fn for_reconciles(config: &Config) -> Result<Option<Self>, ClientError> {
+        match config.api_url {
+            Some(_) => ClientBuilder::from_config(config).build().map(Some),
+            None => Ok(None),
+        }
     }
 
     /// The base URL requests go to.
@@ -821,7 +841,7 @@ impl Client {
             ClientError::Connect {
                 method: method.clone(),
                 url: url.to_string(),
-                reason: chain(err),
+                reason: crate::error::chain(err),
             }
         }
     }
@@ -886,19 +906,4 @@ fn server_message(text: &str, status: StatusCode) -> String {
         message.push('…');
     }
     message
-}
-
-/// An error with its causes, `a: b: c`.
-fn chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }

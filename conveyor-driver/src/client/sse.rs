@@ -98,7 +98,7 @@ pub(crate) fn log_stream(response: reqwest::Response, url: String) -> LogStream 
                     let error = ClientError::Connect {
                         method: Method::GET,
                         url: state.url.clone(),
-                        reason: format!("log stream interrupted: {}", super::chain(&err)),
+                        reason: format!("log stream interrupted: {}", crate::error::chain(&err)),
                     };
                     return Some((Err(error), state));
                 }

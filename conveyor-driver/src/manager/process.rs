@@ -2,33 +2,24 @@
 //! panics), flush the run log, publish the result and wait for its PubAck, then settle the
 //! message. In-progress acknowledgements keep the event ours while this runs.
 
-use std::any::Any;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind};
-use futures_util::FutureExt;
 use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::client::Client;
-use crate::config::Config;
-use crate::driver::{Driver, Event};
-use crate::logger::{Logger, RunContext};
-use crate::metrics::{Counted, Metrics};
-use crate::wire::{
-    subjects, DriverMessage, DriverResult, DriverResultEvent, Received, ResultEnvelope,
-};
+use crate::driver::Driver;
+use crate::metrics::Metrics;
+use crate::pipeline::{Incoming, Outcome, Pipeline, Run, Sink};
+use crate::wire::{subjects, Received, ResultEnvelope};
 
 use super::ordering::Turn;
-use super::settle;
 
 /// What every event task shares.
 pub(super) struct Shared<D> {
-    pub(super) driver: Arc<D>,
-    pub(super) name: String,
-    pub(super) config: Config,
+    pub(super) pipeline: Pipeline<D>,
     pub(super) client: async_nats::Client,
     pub(super) js: jetstream::Context,
     pub(super) metrics: Arc<Metrics>,
@@ -48,64 +39,6 @@ pub(super) struct Task<D> {
     pub(super) stopping: watch::Receiver<bool>,
 }
 
-/// What reconciling decided for the event, before the result is published.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Outcome {
-    /// Publish this result, then ack.
-    Publish(DriverResult),
-    /// Transient failure with deliveries left: nak with this delay.
-    Retry {
-        /// When the event comes back.
-        delay: Duration,
-        /// The error, as reconcile returned it.
-        message: String,
-    },
-}
-
-/// The event handed to `reconcile` for `message` on delivery `attempt`, carrying the API
-/// client when one is configured.
-pub(crate) fn event(message: DriverMessage, attempt: u64, client: Option<&Client>) -> Event {
-    let event = Event::new(message.event, message.id, message.run_id, message.payload)
-        .with_attempt(attempt);
-    match client {
-        Some(client) => event.with_client(client.clone()),
-        None => event,
-    }
-}
-
-/// Who a run's log lines belong to, from the message being handled.
-pub(crate) fn run_context(driver: &str, message: &DriverMessage) -> RunContext {
-    RunContext {
-        run_id: message.run_id.clone(),
-        driver: driver.to_owned(),
-        pipeline: message.payload.pipeline.clone().filter(|p| !p.is_empty()),
-        event: message.event.clone(),
-        resource: format!("{}/{}", message.payload.resource, message.payload.name),
-    }
-}
-
-/// The span a reconcile runs in, here and in the test kit: it names the driver, run, event,
-/// resource and message, and carries the run's logger for the tracing bridge.
-pub(crate) fn reconcile_span(
-    message: &DriverMessage,
-    attempt: u64,
-    logger: &Logger,
-) -> tracing::Span {
-    crate::bridge::with_run_logger(logger, || {
-        tracing::info_span!(
-            "reconcile",
-            driver = %logger.driver(),
-            run_id = %message.run_id,
-            event = %message.event,
-            resource = %format_args!("{}/{}", message.payload.resource, message.payload.name),
-            resource_type = %message.payload.resource,
-            resource_name = %message.payload.name,
-            message_id = %message.id,
-            attempt,
-        )
-    })
-}
-
 impl<D: Driver> Task<D> {
     pub(super) async fn run(self) {
         let Task {
@@ -123,17 +56,17 @@ impl<D: Driver> Task<D> {
         if attempt > 1 {
             shared.metrics.redelivered();
         }
-        let context = run_context(&shared.name, &received.message);
-        let logger = Logger::publishing(
-            context,
-            shared.client.clone(),
-            shared.js.clone(),
-            Arc::clone(&shared.metrics),
-        );
-        let span = reconcile_span(&received.message, attempt, &logger);
-        let work = handle(&shared, received, attempt, turn, stopping, logger).instrument(span);
+        let incoming = Incoming::received(received, attempt, shared.api.as_ref());
+        let sink = Sink::Publish {
+            client: shared.client.clone(),
+            js: shared.js.clone(),
+            metrics: Arc::clone(&shared.metrics),
+        };
+        let run = shared.pipeline.start(incoming, sink);
+        let span = run.span.clone();
+        let work = handle(&shared, run, attempt, turn, stopping).instrument(span);
         tokio::pin!(work);
-        let period = shared.config.ack_wait / 3;
+        let period = shared.pipeline.config().ack_wait / 3;
         let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         let kind = loop {
             tokio::select! {
@@ -160,11 +93,10 @@ async fn aborted(abort: &mut watch::Receiver<bool>) {
 /// Runs the event to the point where its acknowledgement is known.
 async fn handle<D: Driver>(
     shared: &Shared<D>,
-    received: Received,
+    run: Run,
     attempt: u64,
     turn: Turn,
     mut stopping: watch::Receiver<bool>,
-    logger: Logger,
 ) -> AckKind {
     let waiting = shared.metrics.waiting();
     let _turn = turn.wait().await;
@@ -176,26 +108,17 @@ async fn handle<D: Driver>(
     };
     drop(waiting);
     let _in_flight = shared.metrics.in_flight();
-    let Received {
-        message,
-        raw_resource,
-    } = received;
-    let run_id = message.run_id.clone();
-    let event = event(message, attempt, shared.api.as_ref());
+    let logger = run.logger.clone();
     let started = std::time::Instant::now();
-    let (outcome, counted) = reconcile(&*shared.driver, &shared.config, event, &logger).await;
+    let (outcome, counted) = shared.pipeline.reconcile(run).await;
     shared.metrics.reconciled(counted, started.elapsed());
     logger.flush().await;
-    let result = match outcome {
+    let envelope = match outcome {
+        Outcome::Publish(envelope) => envelope,
         Outcome::Retry { delay, .. } => return AckKind::Nak(Some(delay)),
-        Outcome::Publish(result) => result,
+        Outcome::Skipped => return AckKind::Ack, // filtered at dispatch already
     };
-    let success = result.success;
-    let envelope = ResultEnvelope::new(
-        run_id,
-        raw_resource,
-        DriverResultEvent::new(result, &shared.name),
-    );
+    let success = envelope.driverresult.success;
     match publish(&shared.js, &envelope).await {
         Ok(()) => {
             tracing::info!(success, "result published");
@@ -203,71 +126,9 @@ async fn handle<D: Driver>(
         }
         Err(err) => {
             shared.metrics.result_publish_failed();
-            let delay = shared.config.backoff(attempt);
+            let delay = shared.pipeline.config().backoff(attempt);
             tracing::warn!(error = %err, retry_in = ?delay, "result not published; the event will come back");
             AckKind::Nak(Some(delay))
-        }
-    }
-}
-
-/// Calls the driver, turning panics and errors into an [`Outcome`]; the runtime and the test
-/// kit share it, so both decide alike. Also says how the reconcile is counted in the metrics.
-pub(crate) async fn reconcile<D: Driver>(
-    driver: &D,
-    config: &Config,
-    event: Event,
-    logger: &Logger,
-) -> (Outcome, Counted) {
-    let attempt = event.attempt;
-    let max = u64::from(config.max_deliver);
-    if attempt > max {
-        // Earlier deliveries never settled (e.g. the instance died each time): stop here.
-        let message =
-            format!("gave up: event delivered {attempt} times, more than max_deliver ({max})");
-        logger.log(message.clone());
-        return (
-            Outcome::Publish(DriverResult::failure(message)),
-            Counted::Failure,
-        );
-    }
-    let run = AssertUnwindSafe(driver.reconcile(event, logger.clone())).catch_unwind();
-    match run.await {
-        Ok(Ok(result)) => {
-            let counted = if result.success {
-                Counted::Success
-            } else {
-                Counted::Failure
-            };
-            (Outcome::Publish(result), counted)
-        }
-        Ok(Err(error)) if error.is_transient() && attempt < max => {
-            let delay = error
-                .retry_delay()
-                .unwrap_or_else(|| config.backoff(attempt));
-            logger.log(format!(
-                "attempt {attempt} of {max} failed: {error}; retrying in {delay:?}"
-            ));
-            let message = error.message().to_owned();
-            (Outcome::Retry { delay, message }, Counted::Retry)
-        }
-        Ok(Err(error)) if error.is_transient() => {
-            let message = format!("{error} (gave up after {attempt} attempts)");
-            (
-                Outcome::Publish(DriverResult::failure(message)),
-                Counted::Failure,
-            )
-        }
-        Ok(Err(error)) => (
-            Outcome::Publish(DriverResult::failure(error.message())),
-            Counted::Failure,
-        ),
-        Err(panic) => {
-            let message = format!("reconcile panicked: {}", panic_message(panic.as_ref()));
-            tracing::error!("{message}");
-            (
-                Outcome::Publish(DriverResult::failure(message)),
-                Counted::Panic,
-            )
         }
     }
 }
@@ -298,12 +159,9 @@ async fn publish_once(js: &jetstream::Context, body: bytes::Bytes) -> Result<(),
     Ok(())
 }
 
-fn panic_message(payload: &(dyn Any + Send)) -> &str {
-    if let Some(message) = payload.downcast_ref::<&str>() {
-        message
-    } else if let Some(message) = payload.downcast_ref::<String>() {
-        message
-    } else {
-        "(panic payload is not a string)"
+/// Sends `kind` for `message`; a failure is only reported, as JetStream redelivers anyway.
+pub(super) async fn settle(message: jetstream::Message, kind: AckKind) {
+    if let Err(err) = message.ack_with(kind).await {
+        tracing::warn!(subject = %message.subject, error = %err, "acknowledgement not sent");
     }
 }

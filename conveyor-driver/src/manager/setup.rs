@@ -6,10 +6,10 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer, stream};
 
 use crate::config::Config;
-use crate::error::Error;
+use crate::error::{Error, NatsError};
 use crate::wire::subjects;
 
-use super::Shutdown;
+use super::signals::Shutdown;
 
 /// The streams as the Conveyor server creates them.
 pub(crate) fn conveyor_streams() -> [stream::Config; 3] {
@@ -40,14 +40,14 @@ pub(crate) fn conveyor_streams() -> [stream::Config; 3] {
 }
 
 /// Creates the Conveyor streams that are missing (local development and tests only).
-pub async fn create_streams(js: &jetstream::Context) -> Result<(), Error> {
+pub(crate) async fn create_streams(js: &jetstream::Context) -> Result<(), Error> {
     for config in conveyor_streams() {
         let name = config.name.clone();
         js.get_or_create_stream(config)
             .await
             .map_err(|err| Error::Setup {
                 what: format!("stream {name}"),
-                source: err.into(),
+                source: NatsError::new(err),
             })?;
     }
     Ok(())
@@ -130,7 +130,7 @@ async fn create_or_reuse(
         .await
         .map_err(|err| Error::Setup {
             what: format!("consumer {name}"),
-            source: err.into(),
+            source: NatsError::new(err),
         })
 }
 

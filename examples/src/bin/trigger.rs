@@ -43,7 +43,7 @@ async fn trigger(path: PathBuf) -> Result<String, String> {
     serde_json::from_slice::<serde::de::IgnoredAny>(&body)
         .map_err(|err| format!("{shown} is not valid JSON: {err}"))?;
     let client = ClientBuilder::from_env()
-        .build()
+        .and_then(ClientBuilder::build)
         .map_err(|err| err.to_string())?;
     let created = client
         .create_resource_json(body)

@@ -1,0 +1,280 @@
+//! The consuming loop: pulls as many events as there are free slots (plus the prefetch),
+//! dispatches them in arrival order and, on shutdown, finishes or hands back what is in flight.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::PullConsumer, AckKind};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::driver::Driver;
+use crate::error::Error;
+use crate::metrics::Metrics;
+use crate::wire::Received;
+
+use super::ordering::Ordering;
+use super::process::{settle, Shared, Task};
+use super::pull::{Pulled, Puller};
+use super::setup;
+use super::signals::Shutdown;
+
+/// The consuming loop: pulls as many events as there are free slots (plus the prefetch) and
+/// dispatches them.
+pub(super) struct Runner<D> {
+    shared: Arc<Shared<D>>,
+    ordering: Ordering,
+    tasks: JoinSet<()>,
+    abort: watch::Receiver<bool>,
+    /// Set when shutdown starts: prefetched events not started yet are handed back.
+    stopping: watch::Receiver<bool>,
+}
+
+impl<D: Driver> Runner<D> {
+    pub(super) fn new(
+        shared: Arc<Shared<D>>,
+        abort: watch::Receiver<bool>,
+        stopping: watch::Receiver<bool>,
+    ) -> Self {
+        Self {
+            shared,
+            ordering: Ordering::default(),
+            tasks: JoinSet::new(),
+            abort,
+            stopping,
+        }
+    }
+
+    /// Requests an event for every free slot, dispatches events as they come, and keeps the
+    /// slots of requested events reserved until they arrive or their request ends.
+    pub(super) async fn consume(
+        &mut self,
+        consumer: PullConsumer,
+        consumer_config: async_nats::jetstream::consumer::pull::Config,
+        shutdown: &mut Shutdown,
+    ) -> Result<(), Error> {
+        let config = self.shared.pipeline.config();
+        let slots = Arc::new(Semaphore::new(config.concurrency + config.prefetch));
+        let Some(mut puller) = self.subscribe(consumer, shutdown).await else {
+            return Ok(());
+        };
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.requested() => {
+                    self.hand_back(puller).await;
+                    return Ok(());
+                }
+                pulled = puller.next() => match pulled {
+                    Pulled::Event(message, Some(permit)) => self.dispatch(message, permit),
+                    // Beyond what was requested: hand it to whoever has a free slot.
+                    Pulled::Event(message, None) => self.nak_now(message),
+                    Pulled::Gone(reason) => {
+                        tracing::warn!(%reason, "pulling events failed; binding the consumer again");
+                        self.hand_back(puller).await;
+                        match self.rebind(&consumer_config, shutdown).await {
+                            Some(bound) => puller = bound,
+                            None => return Ok(()),
+                        }
+                    }
+                },
+                permit = Arc::clone(&slots).acquire_owned() => {
+                    let Ok(mut permits) = permit else {
+                        return Ok(()); // the semaphore is never closed
+                    };
+                    // Let tasks that finish at the same moment free their slots too, so
+                    // that one request asks for all of them.
+                    tokio::task::yield_now().await;
+                    let free = u32::try_from(slots.available_permits()).unwrap_or(u32::MAX);
+                    if let Ok(more) = Arc::clone(&slots).try_acquire_many_owned(free) {
+                        permits.merge(more);
+                    }
+                    if let Err(err) = puller.request(permits).await {
+                        tracing::warn!(error = %err, "pull request not sent");
+                        if shutdown.sleep(Duration::from_secs(1)).await {
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+            while let Some(result) = self.tasks.try_join_next() {
+                report_task(result);
+            }
+        }
+    }
+
+    /// Closes the pull subscription and hands back the events that arrived on it but were not
+    /// dispatched, so that another instance takes them at once.
+    async fn hand_back(&mut self, puller: Puller) {
+        for message in puller.close().await {
+            self.nak_now(message);
+        }
+    }
+
+    /// Naks `message` without delay, for whichever instance has a free slot.
+    fn nak_now(&mut self, message: jetstream::Message) {
+        if let Ok(info) = message.info() {
+            tracing::debug!(subject = %message.subject, delivered = info.delivered, sequence = info.stream_sequence, "event handed back");
+        }
+        self.tasks.spawn(settle(message, AckKind::Nak(None)));
+    }
+
+    /// Binds the consumer again after a second's pause, and subscribes anew. `None` if
+    /// shutdown was requested meanwhile.
+    async fn rebind(
+        &mut self,
+        consumer_config: &async_nats::jetstream::consumer::pull::Config,
+        shutdown: &mut Shutdown,
+    ) -> Option<Puller> {
+        loop {
+            if shutdown.sleep(Duration::from_secs(1)).await {
+                return None;
+            }
+            let config = self.shared.pipeline.config();
+            match setup::bind_consumer(&self.shared.js, consumer_config.clone(), config, shutdown)
+                .await
+            {
+                Ok(Some(consumer)) => return self.subscribe(consumer, shutdown).await,
+                Ok(None) => return None,
+                Err(err) => tracing::warn!(error = %err, "binding the consumer failed"),
+            }
+        }
+    }
+
+    /// Opens the pull subscription, retrying while the connection cannot take it. `None` if
+    /// shutdown was requested meanwhile.
+    async fn subscribe(&self, consumer: PullConsumer, shutdown: &mut Shutdown) -> Option<Puller> {
+        loop {
+            match Puller::new(&self.shared.js, &self.shared.client, &consumer).await {
+                Ok(puller) => return Some(puller),
+                Err(err) => tracing::warn!(error = %err, "subscribing for events failed"),
+            }
+            if shutdown.sleep(Duration::from_secs(1)).await {
+                return None;
+            }
+        }
+    }
+
+    /// Parses an event in arrival order and starts its task.
+    fn dispatch(&mut self, message: jetstream::Message, permit: OwnedSemaphorePermit) {
+        if let Ok(info) = message.info() {
+            tracing::debug!(subject = %message.subject, delivered = info.delivered, sequence = info.stream_sequence, "event received");
+        }
+        let received = match Received::parse(&message.payload) {
+            Ok(received) => received,
+            Err(reason) => {
+                self.shared.metrics.poisoned();
+                tracing::warn!(
+                    subject = %message.subject,
+                    reason = %reason,
+                    "poison message terminated: it can never be processed"
+                );
+                self.tasks
+                    .spawn(settle_with_permit(message, AckKind::Term, permit));
+                return;
+            }
+        };
+        let event = &received.message.event;
+        if !self.shared.pipeline.handles(event) {
+            tracing::debug!(event = %event, run_id = %received.message.run_id, "event not handled by this driver; skipped");
+            self.tasks
+                .spawn(settle_with_permit(message, AckKind::Ack, permit));
+            return;
+        }
+        let resource = &received.message.payload;
+        let turn = self
+            .ordering
+            .enter(format!("{}/{}", resource.resource, resource.name));
+        let task = Task {
+            shared: Arc::clone(&self.shared),
+            message,
+            received,
+            turn,
+            abort: self.abort.clone(),
+            stopping: self.stopping.clone(),
+        };
+        self.tasks.spawn(async move {
+            task.run().await;
+            drop(permit);
+        });
+    }
+
+    /// Waits for in-flight events up to the shutdown timeout, then hands the rest back.
+    pub(super) async fn finish(mut self, abort: watch::Sender<bool>) {
+        let timeout = self.shared.pipeline.config().shutdown_timeout;
+        while let Some(result) = self.tasks.try_join_next() {
+            report_task(result);
+        }
+        if !self.tasks.is_empty() {
+            tracing::info!(
+                in_flight = self.tasks.len(),
+                ?timeout,
+                "waiting for in-flight events"
+            );
+        }
+        if tokio::time::timeout(timeout, join_all(&mut self.tasks))
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                in_flight = self.tasks.len(),
+                "shutdown timeout reached; handing unfinished events back to JetStream"
+            );
+            abort.send_replace(true);
+            if tokio::time::timeout(Duration::from_secs(5), join_all(&mut self.tasks))
+                .await
+                .is_err()
+            {
+                self.tasks.shutdown().await;
+            }
+        }
+    }
+}
+
+async fn join_all(tasks: &mut JoinSet<()>) {
+    while let Some(result) = tasks.join_next().await {
+        report_task(result);
+    }
+}
+
+fn report_task(result: Result<(), tokio::task::JoinError>) {
+    if let Err(err) = result {
+        if !err.is_cancelled() {
+            tracing::error!(error = %err, "event task failed");
+        }
+    }
+}
+
+async fn settle_with_permit(
+    message: jetstream::Message,
+    kind: AckKind,
+    _permit: OwnedSemaphorePermit,
+) {
+    settle(message, kind).await;
+}
+
+/// Aborts the task (if any) when dropped.
+pub(super) struct AbortOnDrop(pub(super) Option<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(task) = &self.0 {
+            task.abort();
+        }
+    }
+}
+
+/// How often the consumer's pending count is polled for the metrics.
+const PENDING_POLL: Duration = Duration::from_secs(5);
+
+/// Keeps `conveyor_driver_consumer_pending` up to date.
+pub(super) async fn poll_pending(mut consumer: PullConsumer, metrics: Arc<Metrics>) {
+    loop {
+        match consumer.info().await {
+            Ok(info) => metrics.set_pending(info.num_pending),
+            Err(err) => tracing::debug!(error = %err, "consumer info not available"),
+        }
+        tokio::time::sleep(PENDING_POLL).await;
+    }
+}
+

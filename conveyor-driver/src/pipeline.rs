@@ -1,0 +1,314 @@
+//! One event, from the received message to its outcome, result envelope and log lines.
+//!
+//! This is the only code that decides what an event becomes: the Driver Manager, the test kit
+//! and `invoke` all run events through a [`Pipeline`], so a panic, a transient error, the last
+//! allowed delivery or an event the driver does not handle come out the same in each. What
+//! surrounds it differs: the manager waits for the resource's turn and a slot, keeps the event
+//! alive and publishes; the test kit and `invoke` capture the log lines instead.
+
+use std::any::Any;
+use std::collections::HashSet;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use serde_json::value::RawValue;
+
+use crate::client::Client;
+use crate::config::Config;
+use crate::driver::{Driver, Event};
+use crate::logger::{Capture, Logger, RunContext};
+use crate::metrics::Counted;
+use crate::wire::{DriverMessage, DriverResult, DriverResultEvent, Received, ResultEnvelope};
+
+/// A driver with what decides the fate of its events: its name, the events it handles and the
+/// retry settings.
+pub(crate) struct Pipeline<D> {
+    driver: D,
+    name: String,
+    events: Option<HashSet<String>>,
+    config: Config,
+}
+
+/// An event as the pipeline takes it: the [`Event`] handed to `reconcile`, and the resource
+/// exactly as received, echoed in the result envelope.
+pub(crate) struct Incoming {
+    pub(crate) event: Event,
+    pub(crate) raw_resource: Box<RawValue>,
+}
+
+impl Incoming {
+    /// A message from the `messages` stream on delivery `attempt`, carrying the API client.
+    pub(crate) fn received(received: Received, attempt: u64, client: Option<&Client>) -> Self {
+        let Received {
+            message,
+            raw_resource,
+        } = received;
+        let DriverMessage {
+            event,
+            payload,
+            id,
+            run_id,
+        } = message;
+        let event = Event::new(event, id, run_id, payload).with_attempt(attempt);
+        let event = match client {
+            Some(client) => event.with_client(client.clone()),
+            None => event,
+        };
+        Self {
+            event,
+            raw_resource,
+        }
+    }
+
+    /// An event made in code (the test kit): its resource is echoed as it serializes.
+    pub(crate) fn made(event: Event) -> Self {
+        let raw_resource = serde_json::value::to_raw_value(&event.resource)
+            .unwrap_or_else(|_| RawValue::NULL.to_owned());
+        Self {
+            event,
+            raw_resource,
+        }
+    }
+}
+
+/// Where a run's log lines go.
+pub(crate) enum Sink {
+    /// Published to NATS (the manager).
+    Publish {
+        client: async_nats::Client,
+        js: async_nats::jetstream::Context,
+        metrics: Arc<crate::metrics::Metrics>,
+    },
+    /// Kept in memory as they would be published (the test kit, `invoke`).
+    Capture(Arc<Capture>),
+}
+
+/// An event being run: its logger and the span its work runs in.
+pub(crate) struct Run {
+    incoming: Incoming,
+    pub(crate) logger: Logger,
+    pub(crate) span: tracing::Span,
+}
+
+/// What the runtime does with an event.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    /// Publish this envelope, then ack.
+    Publish(ResultEnvelope),
+    /// A transient failure with deliveries left: nak with this delay.
+    Retry {
+        /// When the event comes back.
+        delay: Duration,
+        /// The error, as reconcile returned it.
+        message: String,
+    },
+    /// The driver does not handle this event: ack, no result.
+    Skipped,
+}
+
+impl<D: Driver> Pipeline<D> {
+    /// The pipeline of `driver` with `config`'s retry settings.
+    pub(crate) fn new(driver: D, config: Config) -> Self {
+        let name = driver.name();
+        let events = driver.events().map(|events| events.into_iter().collect());
+        Self {
+            driver,
+            name,
+            events,
+            config,
+        }
+    }
+}
+
+impl<D> Pipeline<D> {
+    pub(crate) fn driver(&self) -> &D {
+        &self.driver
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub(crate) fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub(crate) fn set_config(&mut self, config: Config) {
+        self.config = config;
+    }
+
+    /// The events the driver handles, sorted; `None` means all.
+    pub(crate) fn events(&self) -> Option<Vec<String>> {
+        self.events.as_ref().map(|events| {
+            let mut events: Vec<String> = events.iter().cloned().collect();
+            events.sort();
+            events
+        })
+    }
+
+    /// Whether the driver handles events named `event`; others are acked without a result.
+    pub(crate) fn handles(&self, event: &str) -> bool {
+        self.events
+            .as_ref()
+            .is_none_or(|events| events.contains(event))
+    }
+}
+
+impl<D: Driver> Pipeline<D> {
+    /// Gives the event its logger, writing to `sink`, and its span. The span must be made under
+    /// the subscriber that is to see the run's `tracing` events.
+    pub(crate) fn start(&self, incoming: Incoming, sink: Sink) -> Run {
+        let context = run_context(&self.name, &incoming.event);
+        let logger = match sink {
+            Sink::Publish {
+                client,
+                js,
+                metrics,
+            } => Logger::publishing(context, client, js, metrics),
+            Sink::Capture(capture) => Logger::capturing(context, capture),
+        };
+        let span = reconcile_span(&incoming.event, &logger);
+        Run {
+            incoming,
+            logger,
+            span,
+        }
+    }
+
+    /// Reconciles the event (catching panics) and says what becomes of it, with how it counts
+    /// in the metrics. Events the driver does not handle are skipped without calling it.
+    pub(crate) async fn reconcile(&self, run: Run) -> (Outcome, Counted) {
+        let Run {
+            incoming,
+            logger,
+            span,
+        } = run;
+        if !self.handles(&incoming.event.name) {
+            return (Outcome::Skipped, Counted::Success);
+        }
+        let run_id = incoming.event.run_id.clone();
+        let (decided, counted) = {
+            use tracing::Instrument;
+            self.decide(incoming.event, &logger).instrument(span).await
+        };
+        let outcome = match decided {
+            Decided::Publish(result) => {
+                Outcome::Publish(self.envelope(run_id, incoming.raw_resource, result))
+            }
+            Decided::Retry { delay, message } => Outcome::Retry { delay, message },
+        };
+        (outcome, counted)
+    }
+
+    /// The result envelope of a run, as it is published to `pipelines.driver.result`.
+    fn envelope(
+        &self,
+        run_id: String,
+        raw_resource: Box<RawValue>,
+        result: DriverResult,
+    ) -> ResultEnvelope {
+        ResultEnvelope::new(
+            run_id,
+            raw_resource,
+            DriverResultEvent::new(result, &self.name),
+        )
+    }
+
+    /// Calls the driver, turning the last allowed delivery, panics and errors into a result or
+    /// a retry.
+    async fn decide(&self, event: Event, logger: &Logger) -> (Decided, Counted) {
+        let attempt = event.attempt;
+        let max = u64::from(self.config.max_deliver);
+        if attempt > max {
+            // Earlier deliveries never settled (e.g. the instance died each time): stop here.
+            let message =
+                format!("gave up: event delivered {attempt} times, more than max_deliver ({max})");
+            logger.log(message.clone());
+            return (Decided::failure(message), Counted::Failure);
+        }
+        let run = AssertUnwindSafe(self.driver.reconcile(event, logger.clone())).catch_unwind();
+        match run.await {
+            Ok(Ok(result)) => {
+                let counted = if result.success {
+                    Counted::Success
+                } else {
+                    Counted::Failure
+                };
+                (Decided::Publish(result), counted)
+            }
+            Ok(Err(error)) if error.is_transient() && attempt < max => {
+                let delay = error
+                    .retry_delay()
+                    .unwrap_or_else(|| self.config.backoff(attempt));
+                logger.log(format!(
+                    "attempt {attempt} of {max} failed: {error}; retrying in {delay:?}"
+                ));
+                let message = error.message().to_owned();
+                (Decided::Retry { delay, message }, Counted::Retry)
+            }
+            Ok(Err(error)) if error.is_transient() => {
+                let message = format!("{error} (gave up after {attempt} attempts)");
+                (Decided::failure(message), Counted::Failure)
+            }
+            Ok(Err(error)) => (Decided::failure(error.message()), Counted::Failure),
+            Err(panic) => {
+                let message = format!("reconcile panicked: {}", panic_message(panic.as_ref()));
+                tracing::error!("{message}");
+                (Decided::failure(message), Counted::Panic)
+            }
+        }
+    }
+}
+
+/// What reconciling decided, before the envelope is made.
+enum Decided {
+    Publish(DriverResult),
+    Retry { delay: Duration, message: String },
+}
+
+impl Decided {
+    fn failure(message: impl Into<String>) -> Self {
+        Self::Publish(DriverResult::failure(message))
+    }
+}
+
+/// Who a run's log lines belong to.
+fn run_context(driver: &str, event: &Event) -> RunContext {
+    RunContext {
+        run_id: event.run_id.clone(),
+        driver: driver.to_owned(),
+        pipeline: event.resource.pipeline.clone().filter(|p| !p.is_empty()),
+        event: event.name.clone(),
+        resource: format!("{}/{}", event.resource.resource, event.resource.name),
+    }
+}
+
+/// The span a run's work goes on in: it names the driver, run, event, resource and message,
+/// and carries the run's logger for the tracing bridge.
+fn reconcile_span(event: &Event, logger: &Logger) -> tracing::Span {
+    crate::bridge::with_run_logger(logger, || {
+        tracing::info_span!(
+            "reconcile",
+            driver = %logger.driver(),
+            run_id = %event.run_id,
+            event = %event.name,
+            resource = %format_args!("{}/{}", event.resource.resource, event.resource.name),
+            resource_type = %event.resource.resource,
+            resource_name = %event.resource.name,
+            message_id = %event.message_id,
+            attempt = event.attempt,
+        )
+    })
+}
+
+fn panic_message(payload: &(dyn Any + Send)) -> &str {
+    if let Some(message) = payload.downcast_ref::<&str>() {
+        message
+    } else if let Some(message) = payload.downcast_ref::<String>() {
+        message
+    } else {
+        "(panic payload is not a string)"
+    }
+}

@@ -1,0 +1,420 @@
+//! Every setting of a driver binary, declared once.
+//!
+//! A `declare_settings!` block declares each setting with its field, type, default,
+//! environment variable, flag, parser and help line. From that one declaration come the
+//! settings struct and its `Default`, the table that [`load`] reads the environment and the
+//! command line through, the clap arguments with their `--help` text, and the defaults that
+//! help shows. The parsers below are the only ones: one per kind of value.
+//!
+//! Precedence is flag, then environment variable, then default; a value is only parsed when it
+//! is the one that counts, so a bad variable that a flag overrides is not an error.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A setting has a value it cannot take.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {setting} {value:?}: {reason}")]
+pub struct ConfigError {
+    /// Where the value came from: the environment variable, the flag (`--concurrency`) or the
+    /// setter (`concurrency`).
+    pub setting: String,
+    /// The value as given.
+    pub value: String,
+    /// What a valid value looks like.
+    pub reason: String,
+}
+
+pub(crate) fn invalid_value(setting: &str, value: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        setting: setting.to_owned(),
+        value: value.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+/// One setting of a settings struct `C`: how it is named in each source, how its text is
+/// parsed into `C`, and how its current value is shown.
+pub(crate) struct Setting<C> {
+    /// The field and setter name, e.g. `concurrency`.
+    pub(crate) key: &'static str,
+    /// The environment variable, e.g. `CONVEYOR_CONCURRENCY`.
+    pub(crate) env: &'static str,
+    /// The long flag without its dashes, e.g. `concurrency`.
+    pub(crate) flag: &'static str,
+    /// The flag's value name in `--help`; `None` for a switch (`--create-streams`).
+    pub(crate) value_name: Option<&'static str>,
+    /// The help line.
+    pub(crate) help: &'static str,
+    /// What `--help` says when the default is unset.
+    pub(crate) unset: &'static str,
+    /// Parses `text` into the setting's field, or says what a valid value looks like.
+    pub(crate) apply: fn(&mut C, &str) -> Result<(), String>,
+    /// The setting's value in `C`, for `--help`; `None` when unset.
+    pub(crate) show: fn(&C) -> Option<String>,
+}
+
+impl<C: Default> Setting<C> {
+    /// The clap argument: a global long flag whose value is checked by the setting's parser.
+    pub(crate) fn arg(&'static self) -> clap::Arg {
+        let default = (self.show)(&C::default()).unwrap_or_else(|| self.unset.to_owned());
+        let default = if default.is_empty() {
+            String::new()
+        } else {
+            format!(" [default: {default}]")
+        };
+        let arg = clap::Arg::new(self.key)
+            .long(self.flag)
+            .global(true)
+            .help(format!("{} [env: {}]{default}", self.help, self.env));
+        match self.value_name {
+            Some(value_name) => arg.value_name(value_name).value_parser(
+                move |text: &str| -> Result<String, String> {
+                    (self.apply)(&mut C::default(), text).map(|()| text.to_owned())
+                },
+            ),
+            None => arg.action(clap::ArgAction::SetTrue),
+        }
+    }
+
+    /// The value given on the command line, if any (a switch gives `true`).
+    pub(crate) fn given(&self, matches: &clap::ArgMatches) -> Option<String> {
+        match self.value_name {
+            Some(_) => matches.get_one::<String>(self.key).cloned(),
+            None => matches.get_flag(self.key).then(|| "true".to_owned()),
+        }
+    }
+}
+
+/// The settings struct `C` from its sources: for each setting, the command-line value that
+/// `flag` gives, else the environment variable that `env` gives (blank counts as unset), else
+/// the default. An error names the flag or the variable whose value is wrong.
+pub(crate) fn load<'a, C: Default + 'a>(
+    table: impl IntoIterator<Item = &'a Setting<C>>,
+    flag: impl Fn(&Setting<C>) -> Option<String>,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<C, ConfigError> {
+    let mut settings = C::default();
+    for setting in table {
+        let (source, text) = match flag(setting) {
+            Some(text) => (format!("--{}", setting.flag), text),
+            None => match env(setting.env).filter(|text| !text.trim().is_empty()) {
+                Some(text) => (setting.env.to_owned(), text),
+                None => continue,
+            },
+        };
+        (setting.apply)(&mut settings, &text)
+            .map_err(|reason| invalid_value(&source, &text, reason))?;
+    }
+    Ok(settings)
+}
+
+/// The process environment: the one place that reads `CONVEYOR_*` variables.
+pub(crate) fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// Declares a settings struct: each field with its doc line, type and default, and, for the
+/// fields that are settings, `env "VAR", flag "name" = "VALUE", parse parser` (a flag without
+/// `= "VALUE"` is a switch) and optionally `unset "text"` for `--help`. Generates the struct,
+/// its `Default` and `SETTINGS`, the table of its settings.
+macro_rules! declare_settings {
+    (
+        $(#[$attr:meta])*
+        $vis:vis struct $name:ident {
+            $(
+                #[doc = $help:literal]
+                $field:ident: $ty:ty = $default:expr
+                $(, env $env:literal, flag $flag:literal $(= $value_name:literal)?,
+                    parse $parse:path $(, unset $unset:literal)?)?;
+            )*
+        }
+    ) => {
+        $(#[$attr])*
+        $vis struct $name {
+            $(#[doc = $help] pub(crate) $field: $ty,)*
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self { $($field: $default,)* }
+            }
+        }
+
+        impl $name {
+            /// Every setting of this struct, in `--help` order.
+            pub(crate) const SETTINGS: &'static [$crate::settings::Setting<$name>] = &[$($(
+                $crate::settings::Setting {
+                    key: stringify!($field),
+                    env: $env,
+                    flag: $flag,
+                    value_name: $crate::settings::declare_settings!(@option $($value_name)?),
+                    help: $help.trim_ascii(),
+                    unset: $crate::settings::declare_settings!(@unset $($unset)?),
+                    apply: |settings, text| {
+                        $crate::settings::Value::set(&mut settings.$field, $parse(text)?);
+                        Ok(())
+                    },
+                    show: |settings| $crate::settings::Value::show(&settings.$field),
+                },
+            )?)*];
+        }
+    };
+    (@option) => { None };
+    (@option $value:literal) => { Some($value) };
+    (@unset) => { "" };
+    (@unset $text:literal) => { $text };
+}
+pub(crate) use declare_settings;
+
+/// The type of a setting's field: what its parser gives, and how `--help` shows it.
+pub(crate) trait Value {
+    /// What the parser gives: the type itself, or `T` for an `Option<T>`.
+    type Parsed;
+    /// Sets the field to a parsed value.
+    fn set(&mut self, parsed: Self::Parsed);
+    /// The value as `--help` shows it; `None` when unset.
+    fn show(&self) -> Option<String>;
+}
+
+/// `Value` for types shown as they display.
+macro_rules! value_by_display {
+    ($($ty:ty),*) => {$(
+        impl Value for $ty {
+            type Parsed = Self;
+            fn set(&mut self, parsed: Self) {
+                *self = parsed;
+            }
+            fn show(&self) -> Option<String> {
+                Some(self.to_string())
+            }
+        }
+    )*};
+}
+
+value_by_display!(String, usize, u32, bool, SocketAddr);
+
+impl Value for Duration {
+    type Parsed = Self;
+    fn set(&mut self, parsed: Self) {
+        *self = parsed;
+    }
+    fn show(&self) -> Option<String> {
+        Some(humantime::format_duration(*self).to_string())
+    }
+}
+
+impl Value for PathBuf {
+    type Parsed = Self;
+    fn set(&mut self, parsed: Self) {
+        *self = parsed;
+    }
+    fn show(&self) -> Option<String> {
+        Some(self.display().to_string())
+    }
+}
+
+impl<T: Value<Parsed = T>> Value for Option<T> {
+    type Parsed = T;
+    fn set(&mut self, parsed: T) {
+        *self = Some(parsed);
+    }
+    fn show(&self) -> Option<String> {
+        self.as_ref().and_then(Value::show)
+    }
+}
+
+// The parsers: one per kind of value. Each takes the text as given and says what a valid value
+// looks like when it is not one.
+
+/// A whole number, 0 or more.
+pub(crate) fn number<T: std::str::FromStr>(text: &str) -> Result<T, String> {
+    text.trim()
+        .parse()
+        .map_err(|_| "expected a whole number".to_owned())
+}
+
+/// A whole number, at least 1.
+pub(crate) fn count<T: std::str::FromStr + PartialOrd + From<u8>>(
+    text: &str,
+) -> Result<T, String> {
+    match text.trim().parse::<T>() {
+        Ok(n) if n >= T::from(1) => Ok(n),
+        _ => Err("expected a whole number of at least 1".to_owned()),
+    }
+}
+
+/// `500ms`, `30s`, `2m`, …; a bare number is seconds.
+pub(crate) fn duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if let Ok(seconds) = text.parse::<u64>() {
+        return Ok(Duration::from_secs(seconds));
+    }
+    humantime::parse_duration(text)
+        .map_err(|err| format!("expected a duration such as 500ms, 30s or 2m ({err})"))
+}
+
+/// `1`/`true`/`yes`/`on` or `0`/`false`/`no`/`off`.
+pub(crate) fn boolean(text: &str) -> Result<bool, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err("expected 1/true/yes/on or 0/false/no/off".to_owned()),
+    }
+}
+
+/// A file path.
+pub(crate) fn path(text: &str) -> Result<PathBuf, String> {
+    Ok(PathBuf::from(text.trim()))
+}
+
+/// A socket address such as `0.0.0.0:9090`.
+pub(crate) fn socket_addr(text: &str) -> Result<SocketAddr, String> {
+    text.trim()
+        .parse()
+        .map_err(|_| "expected an address such as 0.0.0.0:9090".to_owned())
+}
+
+/// One or more NATS server URLs, comma separated; kept as written.
+pub(crate) fn nats_urls(text: &str) -> Result<String, String> {
+    server_addrs(text)?;
+    Ok(text.trim().to_owned())
+}
+
+/// The servers of a comma-separated list of NATS URLs.
+pub(crate) fn server_addrs(urls: &str) -> Result<Vec<async_nats::ServerAddr>, String> {
+    let addrs = urls
+        .split(',')
+        .map(str::trim)
+        .filter(|url| !url.is_empty())
+        .map(|url| {
+            url.parse::<async_nats::ServerAddr>()
+                .map_err(|err| format!("{url:?} is not a NATS URL ({err})"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if addrs.is_empty() {
+        return Err("expected one or more NATS URLs".to_owned());
+    }
+    Ok(addrs)
+}
+
+/// An `http://` or `https://` URL; kept as written.
+pub(crate) fn http_url(text: &str) -> Result<String, String> {
+    crate::client::parse_base_url(text)?;
+    Ok(text.trim().to_owned())
+}
+
+/// Shows a list of settings as the Markdown table of the [`Config`](crate::Config) docs, for
+/// the test that keeps those docs true.
+#[cfg(test)]
+pub(crate) fn markdown_rows<C: Default>(table: &[Setting<C>]) -> String {
+    use std::fmt::Write;
+    let mut rows = String::new();
+    for setting in table {
+        let default = (setting.show)(&C::default()).unwrap_or_else(|| setting.unset.to_owned());
+        let _ = writeln!(
+            rows,
+            "| `{}` | `{}` | `--{}` | {} |",
+            setting.key, setting.env, setting.flag, default
+        );
+    }
+    rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    declare_settings! {
+        #[derive(Debug, PartialEq)]
+        struct Sample {
+            /// A count
+            n: usize = 4, env "T_N", flag "n" = "N", parse count;
+            /// A wait
+            wait: Duration = Duration::from_secs(30), env "T_WAIT", flag "wait" = "DURATION", parse duration;
+            /// A switch
+            on: bool = false, env "T_ON", flag "on", parse boolean;
+            /// An address
+            addr: Option<SocketAddr> = None, env "T_ADDR", flag "addr" = "ADDR", parse socket_addr, unset "none";
+            /// Not a setting
+            code_only: bool = true;
+        }
+    }
+
+    fn command() -> clap::Command {
+        clap::Command::new("t").args(Sample::SETTINGS.iter().map(Setting::arg))
+    }
+
+    fn load_from(args: &[&str], env: &[(&str, &str)]) -> Result<Sample, ConfigError> {
+        let matches = command()
+            .try_get_matches_from(std::iter::once("t").chain(args.iter().copied()))
+            .unwrap();
+        load(
+            Sample::SETTINGS,
+            |setting| setting.given(&matches),
+            |name| {
+                env.iter()
+                    .find(|(key, _)| *key == name)
+                    .map(|(_, value)| (*value).to_owned())
+            },
+        )
+    }
+
+    #[test]
+    fn flag_beats_environment_beats_default() {
+        let sample = load_from(&[], &[]).unwrap();
+        assert_eq!(sample, Sample::default());
+        let sample = load_from(&[], &[("T_N", "7"), ("T_ON", "yes")]).unwrap();
+        assert_eq!((sample.n, sample.on), (7, true));
+        let sample = load_from(&["--n", "9"], &[("T_N", "7")]).unwrap();
+        assert_eq!(sample.n, 9);
+        // A bad variable that a flag overrides is never parsed.
+        let sample = load_from(&["--n", "9"], &[("T_N", "abc")]).unwrap();
+        assert_eq!(sample.n, 9);
+        // Blank is unset.
+        assert_eq!(load_from(&[], &[("T_N", " ")]).unwrap().n, 4);
+        let sample = load_from(&["--addr", "127.0.0.1:1"], &[]).unwrap();
+        assert_eq!(sample.addr, Some(([127, 0, 0, 1], 1).into()));
+    }
+
+    #[test]
+    fn errors_name_the_source_of_the_value() {
+        let err = load_from(&[], &[("T_N", "abc")]).unwrap_err();
+        assert_eq!(err.setting, "T_N");
+        assert_eq!(
+            err.to_string(),
+            "invalid T_N \"abc\": expected a whole number of at least 1"
+        );
+        let err = command()
+            .try_get_matches_from(["t", "--wait", "soon"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--wait") && err.contains("expected a duration"), "{err}");
+    }
+
+    #[test]
+    fn help_shows_variable_and_default_once() {
+        let help = command().render_help().to_string();
+        assert!(help.contains("A count [env: T_N] [default: 4]"), "{help}");
+        assert!(help.contains("A wait [env: T_WAIT] [default: 30s]"), "{help}");
+        assert!(help.contains("An address [env: T_ADDR] [default: none]"), "{help}");
+        assert!(!help.contains("code_only") && !help.contains("code-only"), "{help}");
+    }
+
+    #[test]
+    fn parsers() {
+        assert_eq!(duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(duration(" 7 "), Ok(Duration::from_secs(7)));
+        assert!(duration("soon").is_err());
+        assert_eq!(count::<u32>("1"), Ok(1));
+        assert!(count::<u32>("0").is_err() && count::<u32>("-1").is_err());
+        assert_eq!(number::<usize>("0"), Ok(0));
+        assert_eq!(boolean("ON"), Ok(true));
+        assert_eq!(boolean("off"), Ok(false));
+        assert!(boolean("maybe").is_err());
+        assert_eq!(server_addrs("nats://a:4222, nats://b:4223").unwrap().len(), 2);
+        assert!(server_addrs(" , ").is_err() && server_addrs("nats://a:port").is_err());
+        assert!(http_url("nats://x").is_err() && http_url("http://x:1/api").is_ok());
+    }
+}
