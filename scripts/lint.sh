@@ -29,6 +29,9 @@ step() { # $1: the step's name; the rest: its command
 
 step msrv python3 scripts/check-msrv.py
 step rustfmt cargo fmt --all --check
+# fuzz/ is a workspace of its own (cargo fuzz builds it with nightly flags), so only its format
+# is checked here: clippy and rustdoc would need its libFuzzer build.
+step rustfmt-fuzz cargo fmt --manifest-path fuzz/Cargo.toml --check
 step clippy cargo clippy --workspace --all-targets --locked -- -D warnings
 step rustdoc env RUSTDOCFLAGS="${RUSTDOCFLAGS:+$RUSTDOCFLAGS }-D warnings" cargo doc --workspace --no-deps --locked
 
