@@ -169,7 +169,7 @@ async fn report(cli: Cli) -> Result<(), BoxError> {
     let selected = scenarios.iter().filter(|s| {
         cli.only
             .as_ref()
-            .map_or(true, |only| s.name.contains(only.as_str()))
+            .is_none_or(|only| s.name.contains(only.as_str()))
     });
     for scenario in selected {
         let raw = summarize(measure_runs(Kind::Raw, scenario, cli.runs).await?);
@@ -584,7 +584,7 @@ async fn soak(count: usize) -> Result<(), BoxError> {
     let mut samples = Vec::new();
     let start = || spawn_driver(Kind::Runtime, &url, 64, 0).map_err(BoxError::from);
     let sample = |done: usize, child: &Child| {
-        if done % (count / 10).max(1) == 0 {
+        if done.is_multiple_of((count / 10).max(1)) {
             samples.push((done, proc_kib(child.id(), "VmRSS:")));
         }
     };

@@ -10,6 +10,8 @@ fuzz_target!(|body: &[u8]| {
         let again = serde_json::to_vec(&message).expect("a parsed message serializes");
         let reparsed = DriverMessage::parse(&again).expect("a serialized message parses");
         assert_eq!(reparsed, message);
-        let _ = message.payload.spec_as::<std::collections::HashMap<String, u32>>();
+        let _ = message
+            .payload
+            .spec_as::<std::collections::HashMap<String, u32>>();
     }
 });
