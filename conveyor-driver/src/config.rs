@@ -1,11 +1,16 @@
 //! Driver Manager settings, from code or from `CONVEYOR_*` environment variables.
 
+#[cfg(feature = "metrics")]
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::settings::{self, boolean, count, duration, http_url, invalid_value, nats_urls, number};
-use crate::settings::{path, socket_addr, ConfigError};
+#[cfg(feature = "client")]
+use crate::settings::http_url;
+#[cfg(feature = "metrics")]
+use crate::settings::socket_addr;
+use crate::settings::{self, boolean, count, duration, invalid_value, nats_urls, number, path};
+use crate::settings::ConfigError;
 
 crate::settings::declare_settings! {
     /// How the Driver Manager connects and consumes.
@@ -88,10 +93,12 @@ crate::settings::declare_settings! {
         /// CA certificate (PEM) the NATS server's certificate must chain to (and an https:// API's)
         tls_ca: Option<PathBuf> = None,
             env "CONVEYOR_TLS_CA", flag "tls-ca" = "PEM", parse path, unset "none";
+        #[cfg(feature = "metrics")]
         /// Serve Prometheus metrics and health checks on this address, e.g. 0.0.0.0:9090
         metrics_addr: Option<SocketAddr> = None,
             env "CONVEYOR_METRICS_ADDR", flag "metrics-addr" = "ADDR", parse socket_addr,
             unset "none (no metrics listener)";
+        #[cfg(feature = "client")]
         /// Conveyor API base URL, e.g. http://conveyor:8080, for an API client in reconciles
         api_url: Option<String> = None,
             env "CONVEYOR_API_URL", flag "api-url" = "URL", parse http_url,
@@ -227,6 +234,7 @@ impl Config {
     /// # use conveyor_driver::Config;
     /// let config = Config::default().metrics_addr(([0, 0, 0, 0], 9090).into());
     /// ```
+    #[cfg(feature = "metrics")]
     #[must_use]
     pub fn metrics_addr(mut self, addr: std::net::SocketAddr) -> Self {
         self.metrics_addr = Some(addr);
@@ -244,6 +252,7 @@ impl Config {
     /// # use conveyor_driver::Config;
     /// let config = Config::default().api_url("http://127.0.0.1:8080");
     /// ```
+    #[cfg(feature = "client")]
     #[must_use]
     pub fn api_url(mut self, url: impl Into<String>) -> Self {
         self.api_url = Some(url.into());
@@ -253,6 +262,7 @@ impl Config {
     /// Checks the values that code can set out of range.
     pub fn validate(&self) -> Result<(), ConfigError> {
         nats_urls(&self.nats_url).map_err(|reason| invalid_value("nats_url", &self.nats_url, reason))?;
+        #[cfg(feature = "client")]
         if let Some(url) = &self.api_url {
             http_url(url).map_err(|reason| invalid_value("api_url", url, reason))?;
         }

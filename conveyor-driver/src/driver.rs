@@ -5,6 +5,7 @@ use std::fmt;
 use std::future::Future;
 use std::time::Duration;
 
+#[cfg(feature = "client")]
 use crate::client::Client;
 use crate::logger::Logger;
 use crate::wire::{DriverResult, Resource};
@@ -97,6 +98,7 @@ pub struct Event {
     /// instance died while handling it.
     pub attempt: u64,
     /// The API client of [`Config::api_url`](crate::Config::api_url).
+    #[cfg(feature = "client")]
     client: Option<Client>,
 }
 
@@ -108,6 +110,7 @@ impl PartialEq for Event {
             run_id,
             resource,
             attempt,
+            #[cfg(feature = "client")]
             client: _,
         } = self;
         *name == other.name
@@ -132,6 +135,7 @@ impl Event {
             run_id: run_id.into(),
             resource,
             attempt: 1,
+            #[cfg(feature = "client")]
             client: None,
         }
     }
@@ -151,11 +155,13 @@ impl Event {
     ///     Ok(DriverResult::success("counted"))
     /// }
     /// ```
+    #[cfg(feature = "client")]
     pub fn client(&self) -> Option<&Client> {
         self.client.as_ref()
     }
 
     /// Sets the API client (the runtime does this; tests may too).
+    #[cfg(feature = "client")]
     #[must_use]
     pub fn with_client(mut self, client: Client) -> Self {
         self.client = Some(client);

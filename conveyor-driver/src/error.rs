@@ -23,6 +23,7 @@ pub enum Error {
     },
     /// The API client of [`Config::api_url`](crate::Config::api_url) could not be built (e.g.
     /// a certificate or key file that cannot be read).
+    #[cfg(feature = "client")]
     #[error("cannot set up the Conveyor API client: {0}")]
     ApiClient(#[source] crate::ClientError),
     /// The driver declares no resource, so it would receive nothing.
@@ -51,6 +52,7 @@ pub enum Error {
     #[error("cannot listen for shutdown signals: {0}")]
     Signal(#[source] std::io::Error),
     /// The metrics listener could not bind its address.
+    #[cfg(feature = "metrics")]
     #[error("cannot serve metrics on {addr}: {source}")]
     Metrics {
         /// The address from [`Config::metrics_addr`](crate::Config::metrics_addr).

@@ -13,6 +13,7 @@ use std::ops::{Deref, DerefMut};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+#[cfg(feature = "client")]
 use crate::client::Client;
 use crate::driver::{Event, ReconcileError, ReconcileResult};
 use crate::logger::Logger;
@@ -71,7 +72,8 @@ pub enum ExtractError {
         #[source]
         source: SpecError,
     },
-    /// The function takes the API [`Client`], and no API URL is configured.
+    /// The function takes the API [`Client`](crate::Client), and no API URL is configured.
+    #[cfg(feature = "client")]
     #[error("the driver takes the Conveyor API client, but no API URL is configured (--api-url, CONVEYOR_API_URL)")]
     NoApiClient,
     /// A parameter type of the driver's own could not be built.
@@ -110,6 +112,7 @@ impl FromEvent for RunId {
     }
 }
 
+#[cfg(feature = "client")]
 impl FromEvent for Client {
     fn from_event(event: &Event, _log: &Logger) -> Result<Self, ExtractError> {
         event.client().cloned().ok_or(ExtractError::NoApiClient)
@@ -497,6 +500,7 @@ mod tests {
         assert_eq!(spec.image, "rust");
     }
 
+    #[cfg(feature = "client")]
     #[test]
     fn the_api_client_comes_with_the_event_or_is_reported_missing() {
         let event = event(json!({}));

@@ -41,6 +41,7 @@
 
 pub mod bridge;
 pub mod cli;
+#[cfg(feature = "client")]
 pub mod client;
 mod config;
 mod driver;
@@ -54,6 +55,7 @@ mod settings;
 pub mod testing;
 pub mod wire;
 
+#[cfg(feature = "client")]
 pub use client::{Client, ClientError};
 pub use config::Config;
 pub use conveyor_driver_macros::driver;
@@ -80,8 +82,10 @@ pub mod __private {
 /// The names a driver needs, for `use conveyor_driver::prelude::*;`.
 pub mod prelude {
     pub use crate::{driver, RunId, Spec};
+    #[cfg(feature = "client")]
+    pub use crate::Client;
     pub use crate::{
-        Client, Config, Driver, DriverManager, DriverResult, Event, Logger, ReconcileError,
+        Config, Driver, DriverManager, DriverResult, Event, Logger, ReconcileError,
         ReconcileResult, Resource, ResultExt,
     };
 }

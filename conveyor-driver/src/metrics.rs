@@ -20,6 +20,11 @@
 //! | `conveyor_driver_result_publish_failures_total` | counter | results not published (event naked) |
 //! | `conveyor_driver_consumer_pending` | gauge | `num_pending` of the consumer, polled |
 
+// Without the `metrics` feature the counters are kept (each costs an atomic add) but nothing
+// serves them, so some are never read.
+#![cfg_attr(not(feature = "metrics"), allow(dead_code))]
+
+#[cfg(feature = "metrics")]
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -198,10 +203,12 @@ impl Metrics {
         self.bound.store(bound, Ordering::Relaxed);
     }
 
+    #[cfg(any(feature = "metrics", test))]
     fn ready(&self) -> bool {
         self.connected.load(Ordering::Relaxed) && self.bound.load(Ordering::Relaxed)
     }
 
+    #[cfg(any(feature = "metrics", test))]
     fn encode(&self) -> String {
         let mut text = String::new();
         // Writing into a String cannot fail.
@@ -228,6 +235,7 @@ impl Drop for Counting {
 
 /// Binds `addr` and serves the endpoints on the current Tokio runtime until the returned task
 /// is aborted.
+#[cfg(feature = "metrics")]
 pub(crate) async fn serve(
     addr: SocketAddr,
     metrics: Arc<Metrics>,
@@ -262,8 +270,10 @@ pub(crate) async fn serve(
     }))
 }
 
+#[cfg(feature = "metrics")]
 type Body = http_body_util::Full<bytes::Bytes>;
 
+#[cfg(feature = "metrics")]
 fn respond<B>(metrics: &Metrics, request: &hyper::Request<B>) -> hyper::Response<Body> {
     use hyper::StatusCode;
     let (status, content_type, body) = match (request.method(), request.uri().path()) {

@@ -15,6 +15,7 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use serde_json::value::RawValue;
 
+#[cfg(feature = "client")]
 use crate::client::Client;
 use crate::config::Config;
 use crate::driver::{Driver, Event};
@@ -39,8 +40,8 @@ pub(crate) struct Incoming {
 }
 
 impl Incoming {
-    /// A message from the `messages` stream on delivery `attempt`, carrying the API client.
-    pub(crate) fn received(received: Received, attempt: u64, client: Option<&Client>) -> Self {
+    /// A message from the `messages` stream on delivery `attempt`.
+    pub(crate) fn received(received: Received, attempt: u64) -> Self {
         let Received {
             message,
             raw_resource,
@@ -51,15 +52,19 @@ impl Incoming {
             id,
             run_id,
         } = message;
-        let event = Event::new(event, id, run_id, payload).with_attempt(attempt);
-        let event = match client {
-            Some(client) => event.with_client(client.clone()),
-            None => event,
-        };
         Self {
-            event,
+            event: Event::new(event, id, run_id, payload).with_attempt(attempt),
             raw_resource,
         }
+    }
+
+    /// Hands the event the API client, when one is configured.
+    #[cfg(feature = "client")]
+    pub(crate) fn with_client(mut self, client: Option<&Client>) -> Self {
+        if let Some(client) = client {
+            self.event = self.event.with_client(client.clone());
+        }
+        self
     }
 
     /// An event made in code (the test kit): its resource is echoed as it serializes.

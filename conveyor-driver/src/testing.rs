@@ -55,6 +55,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::bridge::RunLogLayer;
+#[cfg(feature = "client")]
 use crate::client::Client;
 use crate::config::Config;
 use crate::driver::{Driver, Event};
@@ -328,6 +329,7 @@ impl fmt::Display for TestOutcome {
 pub struct Harness<D> {
     pipeline: Pipeline<D>,
     bridge: Option<RunLogLayer>,
+    #[cfg(feature = "client")]
     client: Option<Client>,
 }
 
@@ -337,8 +339,7 @@ impl<D: fmt::Debug> fmt::Debug for Harness<D> {
             .field("driver", self.pipeline.driver())
             .field("config", self.pipeline.config())
             .field("bridge", &self.bridge)
-            .field("client", &self.client)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -349,12 +350,14 @@ impl<D: Driver> Harness<D> {
         Self {
             pipeline: Pipeline::new(driver, Config::default()),
             bridge: Some(RunLogLayer::all()),
+            #[cfg(feature = "client")]
             client: None,
         }
     }
 
     /// Hands `client` to every event that does not carry one, as the runtime does with the
     /// client of [`Config::api_url`] (point it at a stand-in of the Conveyor API).
+    #[cfg(feature = "client")]
     #[must_use]
     pub fn client(mut self, client: Client) -> Self {
         self.client = Some(client);
@@ -382,7 +385,9 @@ impl<D: Driver> Harness<D> {
 
     /// Reconciles `event` and reports what the runtime would publish.
     pub async fn run(&self, event: impl Into<Event>) -> TestRun {
+        #[allow(unused_mut)] // without the `client` feature
         let mut event = event.into();
+        #[cfg(feature = "client")]
         if event.client().is_none() {
             if let Some(client) = &self.client {
                 event = event.with_client(client.clone());

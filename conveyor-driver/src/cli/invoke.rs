@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+#[cfg(feature = "client")]
 use crate::client::Client;
 use crate::config::Config;
 use crate::driver::Driver;
@@ -58,6 +59,7 @@ fn parse_event(body: &[u8]) -> Result<Received, CliError> {
 /// succeed.
 pub(super) fn invoke<D: Driver>(driver: D, config: Config, input: &Path) -> Result<(), CliError> {
     let received = read_event(input)?;
+    #[cfg(feature = "client")]
     let client = Client::for_reconciles(&config).map_err(crate::Error::ApiClient)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -65,7 +67,9 @@ pub(super) fn invoke<D: Driver>(driver: D, config: Config, input: &Path) -> Resu
         .map_err(CliError::Runtime)?;
     let pipeline = Pipeline::new(driver, config);
     let capture = Capture::new(Some(Box::new(print_line)));
-    let incoming = Incoming::received(received, 1, client.as_ref());
+    let incoming = Incoming::received(received, 1);
+    #[cfg(feature = "client")]
+    let incoming = incoming.with_client(client.as_ref());
     let run = pipeline.start(incoming, Sink::Capture(Arc::clone(&capture)));
     let (outcome, _) = runtime.block_on(pipeline.reconcile(run));
     match outcome {

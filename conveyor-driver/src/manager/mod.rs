@@ -18,6 +18,7 @@ use std::sync::Arc;
 use async_nats::jetstream::{self, consumer::PullConsumer};
 use tokio::sync::{watch, Semaphore};
 
+#[cfg(feature = "client")]
 use crate::client::Client;
 use crate::config::Config;
 use crate::driver::Driver;
@@ -26,7 +27,9 @@ use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::wire::subjects;
 
-use runner::{AbortOnDrop, Runner};
+#[cfg(feature = "metrics")]
+use runner::AbortOnDrop;
+use runner::Runner;
 use signals::Shutdown;
 
 /// Runs a [`Driver`]: consumes its events from JetStream and reconciles them.
@@ -52,6 +55,7 @@ pub struct DriverManager<D> {
     shutdown: watch::Sender<bool>,
     metrics: Arc<Metrics>,
     /// Built once from [`Config::api_url`], shared by every event.
+    #[cfg(feature = "client")]
     api: Option<Client>,
 }
 
@@ -92,12 +96,14 @@ impl<D: Driver> DriverManager<D> {
         for event in driver.events().into_iter().flatten() {
             check_token("event", &event)?;
         }
+        #[cfg(feature = "client")]
         let api = Client::for_reconciles(&config).map_err(Error::ApiClient)?;
         Ok(Self {
             pipeline: Pipeline::new(driver, config),
             resources,
             shutdown: watch::Sender::new(false),
             metrics: Metrics::new(),
+            #[cfg(feature = "client")]
             api,
         })
     }
@@ -210,24 +216,24 @@ impl<D: Driver> DriverManager<D> {
     pub async fn run(self) -> Result<(), Error> {
         let mut shutdown = self.watch_shutdown()?;
         let config = self.config();
-        let server = match config.metrics_addr {
+        #[cfg(feature = "metrics")]
+        let _server = AbortOnDrop(match config.metrics_addr {
             Some(addr) => Some(
                 crate::metrics::serve(addr, Arc::clone(&self.metrics))
                     .await
                     .map_err(|source| Error::Metrics { addr, source })?,
             ),
             None => None,
-        };
-        let _server = AbortOnDrop(server);
+        });
         let Some(bound) = self.bind(&mut shutdown).await? else {
             return Ok(());
         };
         self.metrics.set_bound(true);
-        let poll = config.metrics_addr.is_some().then(|| {
+        #[cfg(feature = "metrics")]
+        let _poll = AbortOnDrop(config.metrics_addr.is_some().then(|| {
             let consumer = bound.consumer.clone();
             tokio::spawn(runner::poll_pending(consumer, Arc::clone(&self.metrics)))
-        });
-        let _poll = AbortOnDrop(poll);
+        }));
         tracing::info!(
             driver = %self.name(),
             subjects = ?bound.consumer_config.filter_subjects,
@@ -243,6 +249,7 @@ impl<D: Driver> DriverManager<D> {
             client: bound.client.clone(),
             js: bound.js,
             metrics: Arc::clone(&self.metrics),
+            #[cfg(feature = "client")]
             api: self.api,
         });
         let mut runner = Runner::new(shared, abort, self.shutdown.subscribe());

@@ -9,6 +9,7 @@ use async_nats::jetstream::{self, AckKind};
 use tokio::sync::watch;
 use tracing::Instrument;
 
+#[cfg(feature = "client")]
 use crate::client::Client;
 use crate::driver::Driver;
 use crate::metrics::Metrics;
@@ -26,6 +27,7 @@ pub(super) struct Shared<D> {
     /// One permit per reconcile that may run at once; events prefetched beyond it wait here.
     pub(super) running: tokio::sync::Semaphore,
     /// The API client handed to every event, when an API URL is configured.
+    #[cfg(feature = "client")]
     pub(super) api: Option<Client>,
 }
 
@@ -56,7 +58,9 @@ impl<D: Driver> Task<D> {
         if attempt > 1 {
             shared.metrics.redelivered();
         }
-        let incoming = Incoming::received(received, attempt, shared.api.as_ref());
+        let incoming = Incoming::received(received, attempt);
+        #[cfg(feature = "client")]
+        let incoming = incoming.with_client(shared.api.as_ref());
         let sink = Sink::Publish {
             client: shared.client.clone(),
             js: shared.js.clone(),

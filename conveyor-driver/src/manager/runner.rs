@@ -10,6 +10,7 @@ use tokio::task::JoinSet;
 
 use crate::driver::Driver;
 use crate::error::Error;
+#[cfg(feature = "metrics")]
 use crate::metrics::Metrics;
 use crate::wire::Received;
 
@@ -254,8 +255,10 @@ async fn settle_with_permit(
 }
 
 /// Aborts the task (if any) when dropped.
+#[cfg(feature = "metrics")]
 pub(super) struct AbortOnDrop(pub(super) Option<tokio::task::JoinHandle<()>>);
 
+#[cfg(feature = "metrics")]
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         if let Some(task) = &self.0 {
@@ -265,9 +268,11 @@ impl Drop for AbortOnDrop {
 }
 
 /// How often the consumer's pending count is polled for the metrics.
+#[cfg(feature = "metrics")]
 const PENDING_POLL: Duration = Duration::from_secs(5);
 
 /// Keeps `conveyor_driver_consumer_pending` up to date.
+#[cfg(feature = "metrics")]
 pub(super) async fn poll_pending(mut consumer: PullConsumer, metrics: Arc<Metrics>) {
     loop {
         match consumer.info().await {
