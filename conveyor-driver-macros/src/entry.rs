@@ -17,7 +17,9 @@ mod kw {
     syn::custom_keyword!(driver);
 }
 
-const KEYS: &[&str] = &["name", "resources", "events", "main", "driver"];
+const KEYS: &[&str] = &["name", "resources", "events", "main", "driver", "crate"];
+
+const CRATE_EXAMPLE: &str = "crate = \"my_sdk::conveyor_driver\"";
 
 /// The attribute's arguments as written, each with the span of its key.
 #[derive(Default)]
@@ -27,6 +29,7 @@ struct RawArgs {
     events: Option<(Span, Vec<LitStr>)>,
     main: Option<LitBool>,
     driver: Option<Ident>,
+    krate: Option<syn::Path>,
 }
 
 /// The checked configuration.
@@ -36,6 +39,22 @@ struct DriverConfig {
     events: Option<Vec<LitStr>>,
     main: bool,
     type_name: Ident,
+    krate: CratePath,
+}
+
+/// Where the expansion reaches conveyor-driver: `crate = "…"`, or `::conveyor_driver`.
+struct CratePath(Option<syn::Path>);
+
+impl CratePath {
+    /// The path to use in front of `::Driver`, `::__private::…`. The default one takes `span`,
+    /// as if written there; a configured one keeps the span of its string literal, so that a
+    /// path that does not resolve is reported on the literal.
+    fn at(&self, span: Span) -> TokenStream {
+        match &self.0 {
+            Some(path) => path.to_token_stream(),
+            None => quote_spanned!(span=> ::conveyor_driver),
+        }
+    }
 }
 
 fn set_once<T>(slot: &mut Option<T>, key_span: Span, key: &str, value: T) -> syn::Result<()> {
@@ -87,6 +106,19 @@ fn parse_args(input: ParseStream<'_>, args: &mut RawArgs) -> syn::Result<()> {
                 )
             })?;
             set_once(&mut args.driver, key.span, "driver", value)?;
+        } else if lookahead.peek(Token![crate]) {
+            let key = input.parse::<Token![crate]>()?;
+            let eq = input.parse::<Token![=]>()?;
+            let value = parse_string(input, "crate", CRATE_EXAMPLE)?;
+            let path = parse_crate_path(&value)?;
+            if args.krate.is_some() {
+                // On the whole `crate = "…"`: the key, as for the other keys, and the value.
+                return Err(syn::Error::new_spanned(
+                    quote!(#key #eq #value),
+                    "duplicate `crate` argument",
+                ));
+            }
+            args.krate = Some(path);
         } else if input.peek(Ident::peek_any) {
             let key = Ident::parse_any(input)?;
             let unknown = key.to_string();
@@ -121,6 +153,20 @@ fn parse_string(input: ParseStream<'_>, key: &str, example: &str) -> syn::Result
     })
 }
 
+/// The path in `crate = "…"`, its tokens spanned on the literal. Module style: no generic
+/// arguments (`a::b`, `::a::b`, `crate::a`, `self::a`, `super::a`).
+fn parse_crate_path(value: &LitStr) -> syn::Result<syn::Path> {
+    value.parse_with(syn::Path::parse_mod_style).map_err(|_| {
+        syn::Error::new(
+            value.span(),
+            format!(
+                "`crate` must be the path of the conveyor-driver crate, e.g. {CRATE_EXAMPLE} or crate = \"cd\"; {:?} is not a path",
+                value.value()
+            ),
+        )
+    })
+}
+
 fn parse_list(
     input: ParseStream<'_>,
     key: &str,
@@ -146,6 +192,7 @@ fn suggest(unknown: &str) -> Option<&'static str> {
         "no_main" | "generate_main" | "bin" => Some("main"),
         "type" | "ident" | "struct" | "driver_type" => Some("driver"),
         "driver_name" | "id" => Some("name"),
+        "krate" | "crate_name" | "crate_path" | "path" | "sdk" => Some("crate"),
         _ => None,
     };
     alias.or_else(|| {
@@ -294,6 +341,7 @@ impl RawArgs {
                 events,
                 main: self.main.map_or(true, |main| main.value),
                 type_name,
+                krate: CratePath(self.krate),
             }),
             // Unreachable: a missing name or type name is reported above.
             _ => Err(syn::Error::new(
@@ -399,6 +447,7 @@ fn with_errors(item: TokenStream, error: syn::Error, stub_main: bool) -> TokenSt
 }
 
 fn expand(input: &ItemFn, config: &DriverConfig) -> TokenStream {
+    let krate = config.krate.at(Span::call_site());
     let fn_ident = &input.sig.ident;
     let vis = &input.vis;
     let type_name = &config.type_name;
@@ -435,20 +484,21 @@ fn expand(input: &ItemFn, config: &DriverConfig) -> TokenStream {
         };
         let ty = &typed.ty;
         let var = format_ident!("__conveyor_arg{}", index, span = Span::mixed_site());
+        let ty_krate = config.krate.at(ty.span());
         let call = quote_spanned! {ty.span()=>
-            <#ty as ::conveyor_driver::FromEvent>::from_event
+            <#ty as #ty_krate::FromEvent>::from_event
         };
         extractions.push(quote! {
             let #var = match #call(&#event, &#log) {
                 ::core::result::Result::Ok(value) => value,
                 ::core::result::Result::Err(error) => {
-                    return ::conveyor_driver::__private::reject(error, &#log);
+                    return #krate::__private::reject(error, &#log);
                 }
             };
         });
         vars.push(var);
         spec_schemas.push(quote! {
-            .or_else(|| (&::conveyor_driver::__private::SpecSchemaOf::<#ty>::new()).__conveyor_spec_schema())
+            .or_else(|| (&#krate::__private::SpecSchemaOf::<#ty>::new()).__conveyor_spec_schema())
         });
     }
     let convert_span = match &input.sig.output {
@@ -457,8 +507,9 @@ fn expand(input: &ItemFn, config: &DriverConfig) -> TokenStream {
     };
     let returned = Ident::new("__conveyor_returned", Span::mixed_site());
     // Spanned on the return type (the argument too), so an unsupported one is reported there.
+    let convert_krate = config.krate.at(convert_span);
     let convert = quote_spanned! {convert_span=>
-        (&&&::conveyor_driver::__private::wrap(&#returned))
+        (&&&#convert_krate::__private::wrap(&#returned))
             .__conveyor_kind()
             .convert(::core::convert::identity(#returned))
     };
@@ -470,7 +521,7 @@ fn expand(input: &ItemFn, config: &DriverConfig) -> TokenStream {
         quote! {
             /// Runs the driver: command line, local output, Driver Manager until SIGTERM.
             fn main() -> ::std::process::ExitCode {
-                ::conveyor_driver::cli::run_crate(
+                #krate::cli::run_crate(
                     #type_name,
                     ::core::env!("CARGO_PKG_VERSION"),
                     ::core::env!("CARGO_CRATE_NAME"),
@@ -498,7 +549,7 @@ fn expand(input: &ItemFn, config: &DriverConfig) -> TokenStream {
             pub const FILTER_SUBJECTS: &'static [&'static str] = &[#(#filter_subjects),*];
         }
 
-        impl ::conveyor_driver::Driver for #type_name {
+        impl #krate::Driver for #type_name {
             fn name(&self) -> ::std::string::String {
                 ::std::string::String::from(Self::NAME)
             }
@@ -511,19 +562,19 @@ fn expand(input: &ItemFn, config: &DriverConfig) -> TokenStream {
                 Self::EVENTS.map(|events| events.iter().map(|e| ::std::string::String::from(*e)).collect())
             }
 
-            fn spec_schema(&self) -> ::core::option::Option<::conveyor_driver::__private::serde_json::Value> {
+            fn spec_schema(&self) -> ::core::option::Option<#krate::__private::serde_json::Value> {
                 #[allow(unused_imports)]
-                use ::conveyor_driver::__private::{HasSpecSchema as _, NoSpecSchema as _};
+                use #krate::__private::{HasSpecSchema as _, NoSpecSchema as _};
                 ::core::option::Option::None #(#spec_schemas)*
             }
 
             async fn reconcile(
                 &self,
-                #event: ::conveyor_driver::Event,
-                #log: ::conveyor_driver::Logger,
-            ) -> ::conveyor_driver::ReconcileResult {
+                #event: #krate::Event,
+                #log: #krate::Logger,
+            ) -> #krate::ReconcileResult {
                 #[allow(unused_imports)]
-                use ::conveyor_driver::__private::{
+                use #krate::__private::{
                     DisplayKindSelect as _, IntoKindSelect as _, OtherKindSelect as _,
                 };
                 #(#extractions)*
@@ -551,6 +602,80 @@ mod tests {
         assert_eq!(suggest("event"), Some("events"));
         assert_eq!(suggest("no_main"), Some("main"));
         assert_eq!(suggest("completely_else"), None);
+        assert_eq!(suggest("krate"), Some("crate"));
+        assert_eq!(suggest("crat"), Some("crate"));
+        assert_eq!(suggest("crate_path"), Some("crate"));
+    }
+
+    /// A function that uses every path of the expansion: an extractor, a spec schema, a
+    /// returned value and `main`.
+    const EVERY_PATH: &str =
+        "async fn reconcile(spec: Spec<BuildSpec>, log: Logger) -> Result<(), String> { Ok(()) }";
+
+    #[test]
+    fn the_default_crate_path_is_conveyor_driver() {
+        let out = expand_str(r#"name = "builder", resources = ["build"]"#, EVERY_PATH);
+        assert!(!out.contains("compile_error"), "{out}");
+        assert!(out.contains(":: conveyor_driver :: Driver for"), "{out}");
+        assert!(
+            out.contains(":: conveyor_driver :: cli :: run_crate"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn a_crate_path_replaces_every_conveyor_driver_path() {
+        let default = expand_str(r#"name = "builder", resources = ["build"]"#, EVERY_PATH);
+        let uses = default.matches(":: conveyor_driver ::").count();
+        assert!(uses >= 10, "{default}");
+        for (krate, expected) in [
+            ("crate::sdk::cd", "crate :: sdk :: cd ::"),
+            ("::my_sdk::conveyor", ":: my_sdk :: conveyor ::"),
+            ("cd", "cd ::"),
+        ] {
+            let out = expand_str(
+                &format!(r#"name = "builder", resources = ["build"], crate = "{krate}""#),
+                EVERY_PATH,
+            );
+            assert!(!out.contains("compile_error"), "{out}");
+            assert!(!out.contains("conveyor_driver"), "{krate}: {out}");
+            assert_eq!(out.matches(expected).count(), uses, "{krate}: {out}");
+            // Only the paths change.
+            assert_eq!(
+                out.replace(expected, ":: conveyor_driver ::"),
+                default,
+                "{krate}"
+            );
+        }
+    }
+
+    #[test]
+    fn invalid_crate_paths_are_errors() {
+        for (krate, message) in [
+            (r#""not a path!""#, "\"not a path!\" is not a path"),
+            (r#""""#, "\"\" is not a path"),
+            (r#""a::""#, "\"a::\" is not a path"),
+            (r#""a<T>""#, "\"a<T>\" is not a path"),
+            (r#""a::b c""#, "\"a::b c\" is not a path"),
+            ("5", "`crate` must be a string literal"),
+            ("cd", "`crate` must be a string literal"),
+        ] {
+            let out = expand_str(
+                &format!(r#"name = "builder", resources = ["build"], crate = {krate}"#),
+                "async fn reconcile() {}",
+            );
+            assert!(out.contains("compile_error"), "{krate}: {out}");
+            assert!(
+                out.contains(&message.replace('"', "\\\"")),
+                "{krate}: {out}"
+            );
+            assert!(out.contains("async fn reconcile"), "{krate}: {out}");
+        }
+        let out = expand_str(
+            r#"name = "builder", crate = "a", resources = ["build"], crate = "b""#,
+            "async fn reconcile() {}",
+        );
+        assert!(out.contains("duplicate `crate` argument"), "{out}");
     }
 
     #[test]

@@ -30,9 +30,15 @@ use proc_macro::TokenStream;
 /// | `events = ["…", …]` | optional | the events it handles (others are acknowledged and skipped); all when left out |
 /// | `main = false` | optional | do not generate `main` (for embedding the driver in a program, and for tests) |
 /// | `driver = TypeName` | optional | the name of the generated type; default: `name` in UpperCamelCase + `Driver` (`"builder"` → `BuilderDriver`) |
+/// | `crate = "…"` | optional | the path of the conveyor-driver crate in the generated code, for a renamed dependency (`crate = "cd"` with `cd = { package = "conveyor-driver", … }`) or a re-export (`crate = "::my_sdk::conveyor_driver"`); default: `::conveyor_driver` |
 ///
 /// The name, the resources and the events must be single NATS subject tokens: not empty, no
 /// whitespace, no `.`, `*` or `>`. This is checked at compile time.
+///
+/// Every conveyor-driver path the expansion emits (`Driver`, `FromEvent`, `cli::run_crate`, …)
+/// starts with the `crate` path; besides it, the expansion uses only `::core` and `::std`. The
+/// value must be a plain path (`cd`, `::my_sdk::cd`, `crate::sdk::cd`, `super::cd`), without
+/// generic arguments, resolved where the attribute is written.
 ///
 /// # Parameters
 ///

@@ -199,3 +199,54 @@ fn the_spec_schema_comes_from_a_json_schema_spec_type() {
     assert_eq!(BuilderDriver.spec_schema(), None);
     assert_eq!(NospecDriver.spec_schema(), None);
 }
+
+/// conveyor-driver re-exported under another name, as a renamed dependency or another crate's
+/// re-export would be: `crate = "…"` makes the expansion reach it there. (That no
+/// `::conveyor_driver` is left in the expansion is checked on its tokens, in `src/entry.rs`.)
+mod sdk {
+    pub use ::conveyor_driver as cd;
+}
+
+#[driver(name = "renamed", resources = ["deploy"], main = false, crate = "crate::sdk::cd")]
+async fn renamed(Spec(spec): Spec<DeploySpec>, log: sdk::cd::Logger) -> Result<u32, BuildError> {
+    log.log(format!("deploying to {}", spec.target));
+    if spec.target.is_empty() {
+        return Err(BuildError {
+            image: "none".into(),
+            cause: std::io::Error::other("no target"),
+        });
+    }
+    Ok(spec.replicas)
+}
+
+#[tokio::test]
+async fn a_driver_with_a_crate_path_works_the_same() {
+    use sdk::cd::Driver as _;
+    assert_eq!(RenamedDriver.name(), "renamed");
+    assert_eq!(RenamedDriver::FILTER_SUBJECTS.len(), 2);
+    assert_eq!(
+        RenamedDriver.spec_schema(),
+        DeployerDriver.spec_schema(),
+        "the spec schema goes through the crate path too"
+    );
+    let result = RenamedDriver
+        .reconcile(event(json!({"target": "prod", "replicas": 3})), log())
+        .await
+        .unwrap();
+    assert!(result.success);
+    assert_eq!(result.data, json!(3));
+    let error = RenamedDriver
+        .reconcile(event(json!({"target": ""})), log())
+        .await
+        .unwrap_err();
+    assert_eq!(error.message(), "build of none failed: no target");
+    let error = RenamedDriver
+        .reconcile(event(json!({"replicas": 3})), log())
+        .await
+        .unwrap_err();
+    assert!(
+        error.message().contains("`DeploySpec`"),
+        "{}",
+        error.message()
+    );
+}
