@@ -33,6 +33,9 @@ step rustfmt cargo fmt --all --check
 # is checked here: clippy and rustdoc would need its libFuzzer build.
 step rustfmt-fuzz cargo fmt --manifest-path fuzz/Cargo.toml --check
 step clippy cargo clippy --workspace --all-targets --locked -- -D warnings
+# The runtime without its default features (no metrics listener, no API client) must build
+# warning-free too: embedding programs turn them off.
+step clippy-lean cargo clippy -p conveyor-driver --no-default-features --locked -- -D warnings
 step rustdoc env RUSTDOCFLAGS="${RUSTDOCFLAGS:+$RUSTDOCFLAGS }-D warnings" cargo doc --workspace --no-deps --locked
 
 if [ "${#failed[@]}" -gt 0 ]; then

@@ -339,7 +339,7 @@ impl RawArgs {
                 name,
                 resources,
                 events,
-                main: self.main.map_or(true, |main| main.value),
+                main: self.main.is_none_or(|main| main.value),
                 type_name,
                 krate: CratePath(self.krate),
             }),
@@ -420,7 +420,7 @@ pub(crate) fn driver(args: TokenStream, item: TokenStream) -> TokenStream {
     };
     let mut raw = RawArgs::default();
     let parsed = (|stream: ParseStream<'_>| parse_args(stream, &mut raw)).parse2(args);
-    let wants_main = raw.main.as_ref().map_or(true, |main| main.value);
+    let wants_main = raw.main.as_ref().is_none_or(|main| main.value);
     let stub_main = wants_main && input.sig.ident != "main";
     if let Err(err) = parsed {
         return with_errors(input.into_token_stream(), err, stub_main);

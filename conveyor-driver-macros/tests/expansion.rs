@@ -137,10 +137,7 @@ async fn transient_errors_stay_transient() {
         .reconcile(event(json!({"image": "x"})), log())
         .await
         .unwrap();
-    assert_eq!(
-        result,
-        DriverResult::success("reconciled")
-    );
+    assert_eq!(result, DriverResult::success("reconciled"));
 }
 
 #[tokio::test]

@@ -9,8 +9,8 @@ use std::time::Duration;
 use crate::settings::http_url;
 #[cfg(feature = "metrics")]
 use crate::settings::socket_addr;
-use crate::settings::{self, boolean, count, duration, invalid_value, nats_urls, number, path};
 use crate::settings::ConfigError;
+use crate::settings::{self, boolean, count, duration, invalid_value, nats_urls, number, path};
 
 crate::settings::declare_settings! {
     /// How the Driver Manager connects and consumes.
@@ -114,7 +114,9 @@ impl Config {
     }
 
     /// Like [`from_env`](Self::from_env), reading variables through `lookup`.
-    pub(crate) fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+    pub(crate) fn from_lookup(
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
         let config = settings::load(Self::SETTINGS, |_| None, lookup)?;
         config.validate()?;
         Ok(config)
@@ -261,7 +263,8 @@ impl Config {
 
     /// Checks the values that code can set out of range.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        nats_urls(&self.nats_url).map_err(|reason| invalid_value("nats_url", &self.nats_url, reason))?;
+        nats_urls(&self.nats_url)
+            .map_err(|reason| invalid_value("nats_url", &self.nats_url, reason))?;
         #[cfg(feature = "client")]
         if let Some(url) = &self.api_url {
             http_url(url).map_err(|reason| invalid_value("api_url", url, reason))?;
@@ -397,7 +400,14 @@ mod tests {
         assert_eq!(config.nats_url, "nats://a:4222, nats://b:4223");
         let err = env(&[("CONVEYOR_NATS_URL", "nats://a:notaport")]).unwrap_err();
         assert_eq!(err.setting, "CONVEYOR_NATS_URL");
-        assert_eq!(Config::default().nats_url(" , ").validate().unwrap_err().setting, "nats_url");
+        assert_eq!(
+            Config::default()
+                .nats_url(" , ")
+                .validate()
+                .unwrap_err()
+                .setting,
+            "nats_url"
+        );
         let err = Config::default().api_url("ftp://x").validate().unwrap_err();
         assert_eq!(err.setting, "api_url");
     }
@@ -406,7 +416,10 @@ mod tests {
     fn the_docs_table_lists_every_setting_with_its_default() {
         let docs = include_str!("config.rs");
         for row in settings::markdown_rows(Config::SETTINGS).lines() {
-            assert!(docs.contains(&format!("/// {row}")), "the Config docs lack the row\n{row}");
+            assert!(
+                docs.contains(&format!("/// {row}")),
+                "the Config docs lack the row\n{row}"
+            );
         }
     }
 

@@ -111,7 +111,7 @@ impl PartialEq for Event {
             resource,
             attempt,
             #[cfg(feature = "client")]
-            client: _,
+                client: _,
         } = self;
         *name == other.name
             && *message_id == other.message_id

@@ -81,9 +81,9 @@ pub mod __private {
 
 /// The names a driver needs, for `use conveyor_driver::prelude::*;`.
 pub mod prelude {
-    pub use crate::{driver, RunId, Spec};
     #[cfg(feature = "client")]
     pub use crate::Client;
+    pub use crate::{driver, RunId, Spec};
     pub use crate::{
         Config, Driver, DriverManager, DriverResult, Event, Logger, ReconcileError,
         ReconcileResult, Resource, ResultExt,

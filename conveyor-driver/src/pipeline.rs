@@ -79,12 +79,12 @@ impl Incoming {
 }
 
 /// Where a run's log lines go.
-pub(crate) enum Sink {
+pub(crate) enum Sink<'a> {
     /// Published to NATS (the manager).
     Publish {
-        client: async_nats::Client,
-        js: async_nats::jetstream::Context,
-        metrics: Arc<crate::metrics::Metrics>,
+        client: &'a async_nats::Client,
+        js: &'a async_nats::jetstream::Context,
+        metrics: &'a Arc<crate::metrics::Metrics>,
     },
     /// Kept in memory as they would be published (the test kit, `invoke`).
     Capture(Arc<Capture>),
@@ -164,14 +164,14 @@ impl<D> Pipeline<D> {
 impl<D: Driver> Pipeline<D> {
     /// Gives the event its logger, writing to `sink`, and its span. The span must be made under
     /// the subscriber that is to see the run's `tracing` events.
-    pub(crate) fn start(&self, incoming: Incoming, sink: Sink) -> Run {
+    pub(crate) fn start(&self, incoming: Incoming, sink: Sink<'_>) -> Run {
         let context = run_context(&self.name, &incoming.event);
         let logger = match sink {
             Sink::Publish {
                 client,
                 js,
                 metrics,
-            } => Logger::publishing(context, client, js, metrics),
+            } => Logger::publishing(context, client.clone(), js.clone(), Arc::clone(metrics)),
             Sink::Capture(capture) => Logger::capturing(context, capture),
         };
         let span = reconcile_span(&incoming.event, &logger);

@@ -250,9 +250,7 @@ pub(crate) fn number<T: std::str::FromStr>(text: &str) -> Result<T, String> {
 }
 
 /// A whole number, at least 1.
-pub(crate) fn count<T: std::str::FromStr + PartialOrd + From<u8>>(
-    text: &str,
-) -> Result<T, String> {
+pub(crate) fn count<T: std::str::FromStr + PartialOrd + From<u8>>(text: &str) -> Result<T, String> {
     match text.trim().parse::<T>() {
         Ok(n) if n >= T::from(1) => Ok(n),
         _ => Err("expected a whole number of at least 1".to_owned()),
@@ -406,16 +404,28 @@ mod tests {
             .try_get_matches_from(["t", "--wait", "soon"])
             .unwrap_err()
             .to_string();
-        assert!(err.contains("--wait") && err.contains("expected a duration"), "{err}");
+        assert!(
+            err.contains("--wait") && err.contains("expected a duration"),
+            "{err}"
+        );
     }
 
     #[test]
     fn help_shows_variable_and_default_once() {
         let help = command().render_help().to_string();
         assert!(help.contains("A count [env: T_N] [default: 4]"), "{help}");
-        assert!(help.contains("A wait [env: T_WAIT] [default: 30s]"), "{help}");
-        assert!(help.contains("An address [env: T_ADDR] [default: none]"), "{help}");
-        assert!(!help.contains("code_only") && !help.contains("code-only"), "{help}");
+        assert!(
+            help.contains("A wait [env: T_WAIT] [default: 30s]"),
+            "{help}"
+        );
+        assert!(
+            help.contains("An address [env: T_ADDR] [default: none]"),
+            "{help}"
+        );
+        assert!(
+            !help.contains("code_only") && !help.contains("code-only"),
+            "{help}"
+        );
     }
 
     #[test]
@@ -429,7 +439,10 @@ mod tests {
         assert_eq!(boolean("ON"), Ok(true));
         assert_eq!(boolean("off"), Ok(false));
         assert!(boolean("maybe").is_err());
-        assert_eq!(server_addrs("nats://a:4222, nats://b:4223").unwrap().len(), 2);
+        assert_eq!(
+            server_addrs("nats://a:4222, nats://b:4223").unwrap().len(),
+            2
+        );
         assert!(server_addrs(" , ").is_err() && server_addrs("nats://a:port").is_err());
     }
 }

@@ -393,7 +393,13 @@ impl<D: Driver> Harness<D> {
                 event = event.with_client(client.clone());
             }
         }
-        capture(&self.pipeline, Incoming::made(event), self.bridge.clone(), None).await
+        capture(
+            &self.pipeline,
+            Incoming::made(event),
+            self.bridge.clone(),
+            None,
+        )
+        .await
     }
 
     /// [`run`](Self::run) on a new single-threaded Tokio runtime, for a plain `#[test]`.
@@ -429,7 +435,8 @@ async fn capture<D: Driver>(
             let dispatch =
                 tracing::Dispatch::new(tracing_subscriber::registry().with(bridge.filtered()));
             // The span must be made under the subscriber that is to see its events.
-            let run = tracing::dispatcher::with_default(&dispatch, || pipeline.start(incoming, sink));
+            let run =
+                tracing::dispatcher::with_default(&dispatch, || pipeline.start(incoming, sink));
             pipeline.reconcile(run).with_subscriber(dispatch).await
         }
         None => pipeline.reconcile(pipeline.start(incoming, sink)).await,

@@ -220,6 +220,37 @@ fn describe_prints_the_wire_contract_without_connecting() {
     assert_eq!(spec["additionalProperties"], false, "deny_unknown_fields");
 }
 
+#[test]
+fn a_flag_beats_a_bad_variable_and_a_bad_variable_alone_is_named() {
+    // The flag wins and the bad variable it overrides is not even read.
+    let out = command("echo")
+        .args(["describe", "--max-deliver", "3"])
+        .env("CONVEYOR_MAX_DELIVER", "abc")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("describe prints JSON");
+    assert_eq!(doc["retry"]["max_deliver"], 3);
+    // Without the flag, the variable's value counts, and a bad one is named in one line.
+    let out = command("echo")
+        .arg("describe")
+        .env("CONVEYOR_MAX_DELIVER", "abc")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr).trim(),
+        r#"echo: error: invalid CONVEYOR_MAX_DELIVER "abc": expected a whole number of at least 1"#
+    );
+    // --help names each variable and default, from the one declaration.
+    let out = command("echo").arg("--help").output().unwrap();
+    let help = text(&out.stdout);
+    assert!(
+        help.contains("[env: CONVEYOR_MAX_DELIVER] [default: 5]"),
+        "{help}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn register_creates_the_consumer_so_early_events_are_kept() {
     let server = NatsServer::start();

@@ -584,7 +584,9 @@ async fn a_driver_started_before_the_streams_exist_waits_for_them() {
         "the driver must wait, not exit"
     );
 
-    conveyor_driver::testing::create_streams(&conveyor.js).await.unwrap();
+    conveyor_driver::testing::create_streams(&conveyor.js)
+        .await
+        .unwrap();
     let mut tap = conveyor.tap().await;
     conveyor.wait_for_consumer("builder").await;
     let run_id = conveyor.create("build", "a", json!({})).await;
@@ -635,7 +637,9 @@ async fn results_that_cannot_be_published_are_naked_until_the_stream_is_back() {
         "not acked while its result is not stored: {info:?}"
     );
 
-    conveyor_driver::testing::create_streams(&conveyor.js).await.unwrap();
+    conveyor_driver::testing::create_streams(&conveyor.js)
+        .await
+        .unwrap();
     let stored = tokio::time::timeout(PATIENCE, async {
         loop {
             let stored = stored(&conveyor.js, "pipeline-engine", "pipelines.driver.result").await;

@@ -67,7 +67,8 @@ impl settings::Value for LogFormat {
         *self = parsed;
     }
     fn show(&self) -> Option<String> {
-        self.to_possible_value().map(|value| value.get_name().to_owned())
+        self.to_possible_value()
+            .map(|value| value.get_name().to_owned())
     }
 }
 
@@ -313,8 +314,14 @@ mod tests {
             assert!(help.contains(&format!("--{}", setting.flag)), "{help}");
             assert!(help.contains(&format!("[env: {}]", setting.env)), "{help}");
         }
-        assert!(help.contains("[env: CONVEYOR_CONCURRENCY] [default: 4]"), "{help}");
-        assert!(help.contains("[env: CONVEYOR_LOG_FORMAT] [default: human]"), "{help}");
+        assert!(
+            help.contains("[env: CONVEYOR_CONCURRENCY] [default: 4]"),
+            "{help}"
+        );
+        assert!(
+            help.contains("[env: CONVEYOR_LOG_FORMAT] [default: human]"),
+            "{help}"
+        );
     }
 
     #[test]

@@ -19,7 +19,10 @@ const SCHEMAS: [(&str, &str); 5] = [
         "driver-message",
         include_str!("../../schemas/driver-message.schema.json"),
     ),
-    ("resource", include_str!("../../schemas/resource.schema.json")),
+    (
+        "resource",
+        include_str!("../../schemas/resource.schema.json"),
+    ),
     ("log", include_str!("../../schemas/log.schema.json")),
     (
         "driver-result",

@@ -356,7 +356,10 @@ impl ClientBuilder {
             }
         }
         let http = http.build().map_err(|err| {
-            ClientError::Config(format!("cannot build the HTTP client: {}", crate::error::chain(&err)))
+            ClientError::Config(format!(
+                "cannot build the HTTP client: {}",
+                crate::error::chain(&err)
+            ))
         })?;
         Ok(Client {
             inner: Arc::new(Inner {

@@ -122,4 +122,3 @@ fn is_rejection(err: &async_nats::ConnectError) -> bool {
         _ => false,
     }
 }
-

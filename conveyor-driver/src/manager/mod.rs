@@ -278,4 +278,3 @@ fn check_token(what: &'static str, value: &str) -> Result<(), Error> {
         reason,
     })
 }
-

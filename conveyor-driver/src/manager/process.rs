@@ -62,9 +62,9 @@ impl<D: Driver> Task<D> {
         #[cfg(feature = "client")]
         let incoming = incoming.with_client(shared.api.as_ref());
         let sink = Sink::Publish {
-            client: shared.client.clone(),
-            js: shared.js.clone(),
-            metrics: Arc::clone(&shared.metrics),
+            client: &shared.client,
+            js: &shared.js,
+            metrics: &shared.metrics,
         };
         let run = shared.pipeline.start(incoming, sink);
         let span = run.span.clone();

@@ -282,4 +282,3 @@ pub(super) async fn poll_pending(mut consumer: PullConsumer, metrics: Arc<Metric
         tokio::time::sleep(PENDING_POLL).await;
     }
 }
-
