@@ -78,7 +78,7 @@ use proc_macro::TokenStream;
 ///   constants `NAME: &str`, `RESOURCES: &[&str]`, `EVENTS: Option<&[&str]>` and
 ///   `FILTER_SUBJECTS: &[&str]` (`resources.<r>` and `drivers.<name>.resources.<r>` for each
 ///   resource `r`, computed at compile time);
-/// - unless `main = false`, `fn main()` calling `conveyor_driver::cli::run`: it parses the
+/// - unless `main = false`, `fn main()` calling `conveyor_driver::cli::run_crate`: it parses the
 ///   command line (`--nats-url`, `--concurrency`, `--tls-cert`, `--create-streams`,
 ///   `--log-format`, … each also read from its `CONVEYOR_*` variable; see `--help`), sets up
 ///   the local output (`RUST_LOG`, default `info`), runs the Driver Manager until SIGTERM or

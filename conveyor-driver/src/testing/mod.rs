@@ -51,8 +51,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::bridge::RunLogLayer;
 #[cfg(feature = "client")]
@@ -62,205 +61,18 @@ use crate::driver::{Driver, Event};
 use crate::logger::Capture;
 use crate::metrics::Counted;
 use crate::pipeline::{Incoming, Outcome, Pipeline, Sink};
-use crate::wire::{DriverResult, Resource};
+use crate::wire::DriverResult;
 
 pub use crate::logger::LogLine;
+pub use builders::{EventBuilder, ResourceBuilder};
+
+mod builders;
 
 /// Creates the Conveyor streams that are missing, as the Conveyor server creates them: for
 /// tests and local development against a bare `nats-server -js`. In production the server
 /// owns them ([`Config::create_streams`] does the same at start-up).
 pub async fn create_streams(js: &async_nats::jetstream::Context) -> Result<(), crate::Error> {
     crate::manager::setup::create_streams(js).await
-}
-
-/// Builds a [`Resource`] with sensible defaults: id `test-<uuid>`, name `test`, no pipeline,
-/// empty metadata, `null` spec.
-///
-/// ```
-/// use conveyor_driver::testing::ResourceBuilder;
-///
-/// let resource = ResourceBuilder::new("build")
-///     .name("app")
-///     .pipeline("ci")
-///     .metadata("owner", "team-a")
-///     .spec(serde_json::json!({"image": "rust"}))
-///     .build();
-/// assert_eq!(resource.resource, "build");
-/// assert_eq!(resource.spec["image"], "rust");
-/// ```
-#[derive(Debug, Clone, PartialEq)]
-pub struct ResourceBuilder {
-    resource: Resource,
-}
-
-impl ResourceBuilder {
-    /// A resource of type `resource_type`.
-    pub fn new(resource_type: impl Into<String>) -> Self {
-        Self {
-            resource: Resource {
-                id: format!("test-{}", uuid::Uuid::new_v4()),
-                name: "test".to_owned(),
-                resource: resource_type.into(),
-                pipeline: None,
-                metadata: Map::new(),
-                spec: Value::Null,
-            },
-        }
-    }
-
-    /// Sets the resource name.
-    #[must_use]
-    pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.resource.name = name.into();
-        self
-    }
-
-    /// Sets the resource id.
-    #[must_use]
-    pub fn id(mut self, id: impl Into<String>) -> Self {
-        self.resource.id = id.into();
-        self
-    }
-
-    /// Sets the pipeline the resource belongs to (stamped on every log line).
-    #[must_use]
-    pub fn pipeline(mut self, pipeline: impl Into<String>) -> Self {
-        self.resource.pipeline = Some(pipeline.into());
-        self
-    }
-
-    /// Adds a metadata entry.
-    #[must_use]
-    pub fn metadata(mut self, key: impl Into<String>, value: impl Into<Value>) -> Self {
-        self.resource.metadata.insert(key.into(), value.into());
-        self
-    }
-
-    /// Sets the spec from anything serializable; a value that does not serialize (a map with
-    /// non-string keys) becomes `null`.
-    #[must_use]
-    pub fn spec(mut self, spec: impl Serialize) -> Self {
-        self.resource.spec = serde_json::to_value(spec).unwrap_or(Value::Null);
-        self
-    }
-
-    /// The resource.
-    pub fn build(self) -> Resource {
-        self.resource
-    }
-}
-
-impl From<ResourceBuilder> for Resource {
-    fn from(builder: ResourceBuilder) -> Self {
-        builder.build()
-    }
-}
-
-/// Builds an [`Event`] with sensible defaults: event `create`, a fresh UUID run id, message id
-/// `test-<uuid>`, first attempt, and a resource from [`ResourceBuilder`].
-///
-/// ```
-/// use conveyor_driver::testing::{EventBuilder, ResourceBuilder};
-///
-/// let event = EventBuilder::new("build").name("app").event("update").attempt(2).build();
-/// assert_eq!(event.name, "update");
-/// assert_eq!(event.resource.name, "app");
-/// assert!(uuid::Uuid::parse_str(&event.run_id).is_ok());
-///
-/// let event = EventBuilder::for_resource(ResourceBuilder::new("build").build()).build();
-/// assert_eq!(event.name, "create");
-/// ```
-#[derive(Debug, Clone, PartialEq)]
-pub struct EventBuilder {
-    event: Event,
-}
-
-impl EventBuilder {
-    /// An event about a resource of type `resource_type`.
-    pub fn new(resource_type: impl Into<String>) -> Self {
-        Self::for_resource(ResourceBuilder::new(resource_type).build())
-    }
-
-    /// An event about `resource`.
-    pub fn for_resource(resource: impl Into<Resource>) -> Self {
-        let event = Event::new(
-            "create",
-            format!("test-{}", uuid::Uuid::new_v4()),
-            uuid::Uuid::new_v4().to_string(),
-            resource.into(),
-        );
-        Self { event }
-    }
-
-    /// Sets the event name (`create`, `update`, `delete`, `process`…).
-    #[must_use]
-    pub fn event(mut self, name: impl Into<String>) -> Self {
-        self.event.name = name.into();
-        self
-    }
-
-    /// Sets the run id.
-    #[must_use]
-    pub fn run_id(mut self, run_id: impl Into<String>) -> Self {
-        self.event.run_id = run_id.into();
-        self
-    }
-
-    /// Sets the message id.
-    #[must_use]
-    pub fn message_id(mut self, id: impl Into<String>) -> Self {
-        self.event.message_id = id.into();
-        self
-    }
-
-    /// Sets the delivery attempt (1 is the first delivery).
-    #[must_use]
-    pub fn attempt(mut self, attempt: u64) -> Self {
-        self.event.attempt = attempt;
-        self
-    }
-
-    /// Sets the resource name.
-    #[must_use]
-    pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.event.resource.name = name.into();
-        self
-    }
-
-    /// Sets the resource's pipeline.
-    #[must_use]
-    pub fn pipeline(mut self, pipeline: impl Into<String>) -> Self {
-        self.event.resource.pipeline = Some(pipeline.into());
-        self
-    }
-
-    /// Sets the resource spec (see [`ResourceBuilder::spec`]).
-    #[must_use]
-    pub fn spec(mut self, spec: impl Serialize) -> Self {
-        self.event.resource.spec = serde_json::to_value(spec).unwrap_or(Value::Null);
-        self
-    }
-
-    /// Adds a resource metadata entry.
-    #[must_use]
-    pub fn metadata(mut self, key: impl Into<String>, value: impl Into<Value>) -> Self {
-        self.event
-            .resource
-            .metadata
-            .insert(key.into(), value.into());
-        self
-    }
-
-    /// The event.
-    pub fn build(self) -> Event {
-        self.event
-    }
-}
-
-impl From<EventBuilder> for Event {
-    fn from(builder: EventBuilder) -> Self {
-        builder.build()
-    }
 }
 
 /// What the runtime would do with the event.
