@@ -15,9 +15,18 @@ mod kw {
     syn::custom_keyword!(events);
     syn::custom_keyword!(main);
     syn::custom_keyword!(driver);
+    syn::custom_keyword!(timeout);
 }
 
-const KEYS: &[&str] = &["name", "resources", "events", "main", "driver", "crate"];
+const KEYS: &[&str] = &[
+    "name",
+    "resources",
+    "events",
+    "main",
+    "driver",
+    "timeout",
+    "crate",
+];
 
 const CRATE_EXAMPLE: &str = "crate = \"my_sdk::conveyor_driver\"";
 
@@ -29,6 +38,7 @@ struct RawArgs {
     events: Option<(Span, Vec<LitStr>)>,
     main: Option<LitBool>,
     driver: Option<Ident>,
+    timeout: Option<(LitStr, u64)>,
     krate: Option<syn::Path>,
 }
 
@@ -39,6 +49,8 @@ struct DriverConfig {
     events: Option<Vec<LitStr>>,
     main: bool,
     type_name: Ident,
+    /// `timeout = "…"` in milliseconds.
+    timeout: Option<u64>,
     krate: CratePath,
 }
 
@@ -106,6 +118,12 @@ fn parse_args(input: ParseStream<'_>, args: &mut RawArgs) -> syn::Result<()> {
                 )
             })?;
             set_once(&mut args.driver, key.span, "driver", value)?;
+        } else if lookahead.peek(kw::timeout) {
+            let key = input.parse::<kw::timeout>()?;
+            input.parse::<Token![=]>()?;
+            let value = parse_string(input, "timeout", "timeout = \"30m\"")?;
+            let millis = parse_timeout(&value)?;
+            set_once(&mut args.timeout, key.span, "timeout", (value, millis))?;
         } else if lookahead.peek(Token![crate]) {
             let key = input.parse::<Token![crate]>()?;
             let eq = input.parse::<Token![=]>()?;
@@ -153,6 +171,27 @@ fn parse_string(input: ParseStream<'_>, key: &str, example: &str) -> syn::Result
     })
 }
 
+/// The duration in `timeout = "…"` (`30m`, `1h 30m`, `90s`), in milliseconds; checked here so
+/// that a typo is a compile error, not a driver that never times out.
+fn parse_timeout(value: &LitStr) -> syn::Result<u64> {
+    let invalid = |reason: String| {
+        syn::Error::new(
+            value.span(),
+            format!(
+                "`timeout` must be a duration such as \"30m\", \"1h 30m\" or \"90s\": {reason}"
+            ),
+        )
+    };
+    let duration =
+        humantime::parse_duration(value.value().trim()).map_err(|err| invalid(err.to_string()))?;
+    if duration.is_zero() {
+        return Err(invalid(
+            "leave it out for the default; `0` would mean no limit, which only the operator may choose (--reconcile-timeout 0)".to_owned(),
+        ));
+    }
+    u64::try_from(duration.as_millis()).map_err(|_| invalid("too long".to_owned()))
+}
+
 /// The path in `crate = "…"`, its tokens spanned on the literal. Module style: no generic
 /// arguments (`a::b`, `::a::b`, `crate::a`, `self::a`, `super::a`).
 fn parse_crate_path(value: &LitStr) -> syn::Result<syn::Path> {
@@ -193,6 +232,7 @@ fn suggest(unknown: &str) -> Option<&'static str> {
         "type" | "ident" | "struct" | "driver_type" => Some("driver"),
         "driver_name" | "id" => Some("name"),
         "krate" | "crate_name" | "crate_path" | "path" | "sdk" => Some("crate"),
+        "deadline" | "reconcile_timeout" | "time_limit" => Some("timeout"),
         _ => None,
     };
     alias.or_else(|| {
@@ -341,6 +381,7 @@ impl RawArgs {
                 events,
                 main: self.main.is_none_or(|main| main.value),
                 type_name,
+                timeout: self.timeout.map(|(_, millis)| millis),
                 krate: CratePath(self.krate),
             }),
             // Unreachable: a missing name or type name is reported above.
@@ -467,6 +508,13 @@ fn expand(input: &ItemFn, config: &DriverConfig) -> TokenStream {
             ]
         })
         .collect();
+    let timeout_fn = config.timeout.map(|millis| {
+        quote! {
+            fn timeout(&self) -> ::core::option::Option<::core::time::Duration> {
+                ::core::option::Option::Some(::core::time::Duration::from_millis(#millis))
+            }
+        }
+    });
     let events_const = match &config.events {
         Some(events) => quote!(::core::option::Option::Some(&[#(#events),*])),
         None => quote!(::core::option::Option::None),
@@ -562,6 +610,8 @@ fn expand(input: &ItemFn, config: &DriverConfig) -> TokenStream {
                 Self::EVENTS.map(|events| events.iter().map(|e| ::std::string::String::from(*e)).collect())
             }
 
+            #timeout_fn
+
             fn spec_schema(&self) -> ::core::option::Option<#krate::__private::serde_json::Value> {
                 #[allow(unused_imports)]
                 use #krate::__private::{HasSpecSchema as _, NoSpecSchema as _};
@@ -605,6 +655,7 @@ mod tests {
         assert_eq!(suggest("krate"), Some("crate"));
         assert_eq!(suggest("crat"), Some("crate"));
         assert_eq!(suggest("crate_path"), Some("crate"));
+        assert_eq!(suggest("deadline"), Some("timeout"));
     }
 
     /// A function that uses every path of the expansion: an extractor, a spec schema, a

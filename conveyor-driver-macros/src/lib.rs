@@ -29,6 +29,7 @@ use proc_macro::TokenStream;
 /// | `resources = ["…", …]` | required, not empty | the resource types it reconciles |
 /// | `events = ["…", …]` | optional | the events it handles (others are acknowledged and skipped); all when left out |
 /// | `main = false` | optional | do not generate `main` (for embedding the driver in a program, and for tests) |
+/// | `timeout = "30m"` | optional | how long one reconcile may take before its run fails (not retried); `--reconcile-timeout` / `CONVEYOR_RECONCILE_TIMEOUT` override it; default 6 h |
 /// | `driver = TypeName` | optional | the name of the generated type; default: `name` in UpperCamelCase + `Driver` (`"builder"` → `BuilderDriver`) |
 /// | `crate = "…"` | optional | the path of the conveyor-driver crate in the generated code, for a renamed dependency (`crate = "cd"` with `cd = { package = "conveyor-driver", … }`) or a re-export (`crate = "::my_sdk::conveyor_driver"`); default: `::conveyor_driver` |
 ///

@@ -247,3 +247,33 @@ async fn a_driver_with_a_crate_path_works_the_same() {
         error.message()
     );
 }
+
+#[driver(name = "hurried", resources = ["job"], timeout = "1h 30m", main = false)]
+async fn hurried() {}
+
+#[test]
+fn timeout_sets_the_drivers_own_deadline() {
+    assert_eq!(
+        HurriedDriver.timeout(),
+        Some(std::time::Duration::from_secs(90 * 60))
+    );
+    assert_eq!(NospecDriver.timeout(), None);
+}
+
+#[tokio::test]
+async fn a_reconcile_past_its_deadline_fails_without_a_retry() {
+    #[driver(name = "stuck", resources = ["job"], timeout = "2s", main = false)]
+    async fn stuck() {
+        tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+    }
+    let run = conveyor_driver::testing::Harness::new(StuckDriver)
+        .run(conveyor_driver::testing::EventBuilder::new("job"))
+        .await;
+    run.assert_failure_contains("reconcile timed out after 2s");
+    // The configuration wins over the driver's own.
+    let run = conveyor_driver::testing::Harness::new(StuckDriver)
+        .config(Config::default().reconcile_timeout(Duration::from_millis(100)))
+        .run(conveyor_driver::testing::EventBuilder::new("job"))
+        .await;
+    run.assert_failure_contains("reconcile timed out after 100ms");
+}

@@ -41,7 +41,8 @@ crate::settings::declare_settings! {
     /// | `max_ack_pending` | `CONVEYOR_MAX_ACK_PENDING` | `--max-ack-pending` | 1000 |
     /// | `retry_backoff` | `CONVEYOR_RETRY_BACKOFF` | `--retry-backoff` | 1s |
     /// | `retry_backoff_max` | `CONVEYOR_RETRY_BACKOFF_MAX` | `--retry-backoff-max` | 1m |
-    /// | `shutdown_timeout` | `CONVEYOR_SHUTDOWN_TIMEOUT` | `--shutdown-timeout` | 30s |
+    /// | `reconcile_timeout` | `CONVEYOR_RECONCILE_TIMEOUT` | `--reconcile-timeout` | the driver's own, else 6h |
+    /// | `shutdown_timeout` | `CONVEYOR_SHUTDOWN_TIMEOUT` | `--shutdown-timeout` | 20s |
     /// | `create_streams` | `CONVEYOR_CREATE_STREAMS` | `--create-streams` | false |
     /// | `tls_cert` | `CONVEYOR_TLS_CERT` | `--tls-cert` | none |
     /// | `tls_key` | `CONVEYOR_TLS_KEY` | `--tls-key` | none |
@@ -76,8 +77,12 @@ crate::settings::declare_settings! {
         /// The longest delay between retries
         retry_backoff_max: Duration = Duration::from_secs(60),
             env "CONVEYOR_RETRY_BACKOFF_MAX", flag "retry-backoff-max" = "DURATION", parse duration;
+        /// How long one reconcile may take before its run fails; 0 means no limit
+        reconcile_timeout: Option<Duration> = None,
+            env "CONVEYOR_RECONCILE_TIMEOUT", flag "reconcile-timeout" = "DURATION", parse duration,
+            unset "the driver's own, else 6h";
         /// How long a shutdown waits for in-flight events before handing them back
-        shutdown_timeout: Duration = Duration::from_secs(30),
+        shutdown_timeout: Duration = Duration::from_secs(20),
             env "CONVEYOR_SHUTDOWN_TIMEOUT", flag "shutdown-timeout" = "DURATION", parse duration;
         /// Create the Conveyor streams if missing (local development and tests only)
         create_streams: bool = false,
@@ -189,8 +194,40 @@ impl Config {
         self
     }
 
+    /// How long one reconcile may take: past it the reconcile is dropped (with the child
+    /// processes it started through `tokio::process` with `kill_on_drop`), the run gets a failed
+    /// result saying it timed out, and the event is acknowledged, not retried: a step that hung
+    /// once would hang again. `Duration::ZERO` means no limit. Without this setting the driver's
+    /// own [`Driver::timeout`](crate::Driver::timeout) counts (`#[driver(timeout = "30m")]`),
+    /// else [`DEFAULT_RECONCILE_TIMEOUT`](Self::DEFAULT_RECONCILE_TIMEOUT).
+    ///
+    /// ```
+    /// # use conveyor_driver::Config;
+    /// let config = Config::default().reconcile_timeout(std::time::Duration::from_secs(30 * 60));
+    /// ```
+    #[must_use]
+    pub fn reconcile_timeout(mut self, timeout: Duration) -> Self {
+        self.reconcile_timeout = Some(timeout);
+        self
+    }
+
+    /// The reconcile deadline when neither the configuration nor the driver sets one: the job
+    /// limit CI users know from hosted runners.
+    pub const DEFAULT_RECONCILE_TIMEOUT: Duration = Duration::from_secs(6 * 60 * 60);
+
+    /// The deadline of one reconcile of a driver whose own is `driver`; `None`: no limit.
+    pub(crate) fn deadline(&self, driver: Option<Duration>) -> Option<Duration> {
+        let timeout = self
+            .reconcile_timeout
+            .or(driver)
+            .unwrap_or(Self::DEFAULT_RECONCILE_TIMEOUT);
+        (!timeout.is_zero()).then_some(timeout)
+    }
+
     /// How long a graceful shutdown waits for in-flight reconciles before handing their events
-    /// back to JetStream.
+    /// back to JetStream. The default, 20 s, plus the hand-back (under 2 s) and the drain fits
+    /// Kubernetes' default 30 s grace period, so the hand-back happens before SIGKILL; raise
+    /// `terminationGracePeriodSeconds` with it.
     #[must_use]
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
         self.shutdown_timeout = timeout;

@@ -73,6 +73,13 @@ pub trait Driver: Send + Sync + 'static {
         None
     }
 
+    /// How long one reconcile of this driver may take, unless the configuration says otherwise
+    /// ([`Config::reconcile_timeout`](crate::Config::reconcile_timeout)); `None`, the default,
+    /// leaves it to the configuration's default (6 h). `#[driver(timeout = "30m")]` sets it.
+    fn timeout(&self) -> Option<std::time::Duration> {
+        None
+    }
+
     /// Does the work for one event.
     ///
     /// A panic here is caught and published as a failed result; it never stops the process.

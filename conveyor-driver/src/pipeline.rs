@@ -234,7 +234,23 @@ impl<D: Driver> Pipeline<D> {
             return (Decided::failure(message), Counted::Failure);
         }
         let run = AssertUnwindSafe(self.driver.reconcile(event, logger.clone())).catch_unwind();
-        match run.await {
+        let run = match self.config.deadline(self.driver.timeout()) {
+            Some(deadline) => match tokio::time::timeout(deadline, run).await {
+                Ok(done) => done,
+                Err(_) => {
+                    // Dropping the reconcile's future ends it, and with it the child processes
+                    // it started with `kill_on_drop`. Retrying would only hang again.
+                    let message = format!(
+                        "reconcile timed out after {}",
+                        humantime::format_duration(deadline)
+                    );
+                    logger.log(message.clone());
+                    return (Decided::failure(message), Counted::Failure);
+                }
+            },
+            None => run.await,
+        };
+        match run {
             Ok(Ok(result)) => {
                 let counted = if result.success {
                     Counted::Success

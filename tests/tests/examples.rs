@@ -323,6 +323,41 @@ async fn shell_kills_a_script_that_times_out() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_reconcile_fails_at_its_deadline_and_is_not_retried() {
+    let server = NatsServer::start();
+    let conveyor = Conveyor::new(&server).await;
+    let mut driver = DriverProcess::start_with(
+        "echo",
+        &[("CONVEYOR_NATS_URL", &server.url())],
+        &["--reconcile-timeout", "2s", "--ack-wait", "1s"],
+    );
+    conveyor.wait_for_consumer("echo").await;
+    let mut tap = conveyor.tap().await;
+    let hung = resource("echo-resource", "hung", json!({"sleep_ms": 20_000}));
+    let run_id = conveyor
+        .publish("resources.echo-resource", "create", &hung, Payload::String)
+        .await;
+    let started = std::time::Instant::now();
+    let result = tap.result(&run_id).await["driverresult"].clone();
+    assert_eq!(result["success"], false, "{result}");
+    assert_eq!(
+        result["message"], "reconcile timed out after 2s",
+        "{result}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    // Acked, not retried: no second delivery, no second result.
+    tap.settle(std::time::Duration::from_secs(3)).await;
+    assert_eq!(tap.results(&run_id).len(), 1);
+    let info = conveyor.consumer("echo").await;
+    assert_eq!(
+        (info.num_ack_pending, info.num_redelivered),
+        (0, 0),
+        "{info:?}"
+    );
+    driver.assert_running();
+}
+
 #[test]
 fn bad_flags_are_reported_with_the_flag_name() {
     let mut driver = DriverProcess::start_with("echo", &[], &["--concurrency", "0"]);

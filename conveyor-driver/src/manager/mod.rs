@@ -52,7 +52,7 @@ use signals::Shutdown;
 pub struct DriverManager<D> {
     pipeline: Pipeline<D>,
     resources: Vec<String>,
-    shutdown: watch::Sender<bool>,
+    shutdown: ShutdownHandle,
     metrics: Arc<Metrics>,
     /// Built once from [`Config::api_url`], shared by every event.
     #[cfg(feature = "client")]
@@ -67,14 +67,33 @@ struct Bound {
     consumer_config: jetstream::consumer::pull::Config,
 }
 
-/// Asks a running [`DriverManager`] to shut down gracefully, as SIGTERM does. Cheap to clone.
+/// Asks a running [`DriverManager`] to shut down, as SIGTERM (gracefully) and a second SIGTERM
+/// or SIGINT (at once) do. Cheap to clone.
 #[derive(Debug, Clone)]
-pub struct ShutdownHandle(watch::Sender<bool>);
+pub struct ShutdownHandle {
+    graceful: watch::Sender<bool>,
+    now: watch::Sender<bool>,
+}
 
 impl ShutdownHandle {
-    /// Starts a graceful shutdown: stop pulling, finish in-flight events, drain, return.
+    fn new() -> Self {
+        Self {
+            graceful: watch::Sender::new(false),
+            now: watch::Sender::new(false),
+        }
+    }
+
+    /// Starts a graceful shutdown: stop pulling, hand back events that have not started,
+    /// finish in-flight events (up to the shutdown timeout), drain, return.
     pub fn shutdown(&self) {
-        self.0.send_replace(true);
+        self.graceful.send_replace(true);
+    }
+
+    /// Shuts down at once: as [`shutdown`](Self::shutdown), but events still in flight are
+    /// handed back to JetStream (nak without delay) for another instance, without waiting.
+    pub fn shutdown_now(&self) {
+        self.graceful.send_replace(true);
+        self.now.send_replace(true);
     }
 }
 
@@ -101,7 +120,7 @@ impl<D: Driver> DriverManager<D> {
         Ok(Self {
             pipeline: Pipeline::new(driver, config),
             resources,
-            shutdown: watch::Sender::new(false),
+            shutdown: ShutdownHandle::new(),
             metrics: Metrics::new(),
             #[cfg(feature = "client")]
             api,
@@ -196,12 +215,12 @@ impl<D: Driver> DriverManager<D> {
         if self.config().handle_signals {
             signals::listen_for_signals(self.shutdown_handle())?;
         }
-        Ok(Shutdown(self.shutdown.subscribe()))
+        Ok(Shutdown(self.shutdown.graceful.subscribe()))
     }
 
     /// A handle that shuts this manager down from elsewhere (tests, embedding programs).
     pub fn shutdown_handle(&self) -> ShutdownHandle {
-        ShutdownHandle(self.shutdown.clone())
+        self.shutdown.clone()
     }
 
     /// The filter subjects of the driver's consumer.
@@ -252,11 +271,11 @@ impl<D: Driver> DriverManager<D> {
             #[cfg(feature = "client")]
             api: self.api,
         });
-        let mut runner = Runner::new(shared, abort, self.shutdown.subscribe());
+        let mut runner = Runner::new(shared, abort);
         runner
             .consume(bound.consumer, bound.consumer_config, &mut shutdown)
             .await?;
-        runner.finish(abort_tx).await;
+        runner.finish(abort_tx, self.shutdown.now.subscribe()).await;
         self.metrics.set_bound(false);
         drain(bound.client).await;
         tracing::info!(driver = %name, "driver stopped");
@@ -264,8 +283,13 @@ impl<D: Driver> DriverManager<D> {
     }
 }
 
-/// Drains the connection: what was published is flushed, then it closes.
+/// Drains the connection: what was published is flushed, then it closes. The flush comes
+/// first and is awaited: `drain` only starts the closing, and a process that exits right after
+/// it could lose the last acks and naks still in the connection's buffer.
 async fn drain(client: async_nats::Client) {
+    if let Err(err) = client.flush().await {
+        tracing::warn!(error = %err, "flushing the NATS connection failed");
+    }
     if let Err(err) = client.drain().await {
         tracing::warn!(error = %err, "draining the NATS connection failed");
     }

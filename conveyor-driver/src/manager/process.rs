@@ -103,7 +103,12 @@ async fn handle<D: Driver>(
     mut stopping: watch::Receiver<bool>,
 ) -> AckKind {
     let waiting = shared.metrics.waiting();
-    let _turn = turn.wait().await;
+    let _turn = tokio::select! {
+        biased;
+        turn = turn.wait() => turn,
+        // Waiting for an earlier event of its resource: after SIGTERM nothing new starts.
+        _ = stopping.wait_for(|stopping| *stopping) => return AckKind::Nak(None),
+    };
     let _running = tokio::select! {
         biased;
         permit = shared.running.acquire() => permit,

@@ -27,22 +27,21 @@ pub(super) struct Runner<D> {
     ordering: Ordering,
     tasks: JoinSet<()>,
     abort: watch::Receiver<bool>,
-    /// Set when shutdown starts: prefetched events not started yet are handed back.
-    stopping: watch::Receiver<bool>,
+    /// Set once shutdown has closed the pull subscription: events that have not started
+    /// (prefetched, or waiting for their resource's turn) are then handed back. Not before:
+    /// a nak that reaches the server while our pull request is still open would deliver the
+    /// event straight back to this instance, which no longer reads it.
+    stopping: watch::Sender<bool>,
 }
 
 impl<D: Driver> Runner<D> {
-    pub(super) fn new(
-        shared: Arc<Shared<D>>,
-        abort: watch::Receiver<bool>,
-        stopping: watch::Receiver<bool>,
-    ) -> Self {
+    pub(super) fn new(shared: Arc<Shared<D>>, abort: watch::Receiver<bool>) -> Self {
         Self {
             shared,
             ordering: Ordering::default(),
             tasks: JoinSet::new(),
             abort,
-            stopping,
+            stopping: watch::Sender::new(false),
         }
     }
 
@@ -64,6 +63,11 @@ impl<D: Driver> Runner<D> {
                 biased;
                 _ = shutdown.requested() => {
                     self.hand_back(puller).await;
+                    // The server has seen the unsubscribe once it answers a ping.
+                    if let Err(err) = self.shared.client.flush().await {
+                        tracing::debug!(error = %err, "flush before handing back failed");
+                    }
+                    self.stopping.send_replace(true);
                     return Ok(());
                 }
                 pulled = puller.next() => match pulled {
@@ -192,7 +196,7 @@ impl<D: Driver> Runner<D> {
             received,
             turn,
             abort: self.abort.clone(),
-            stopping: self.stopping.clone(),
+            stopping: self.stopping.subscribe(),
         };
         self.tasks.spawn(async move {
             task.run().await;
@@ -200,9 +204,16 @@ impl<D: Driver> Runner<D> {
         });
     }
 
-    /// Waits for in-flight events up to the shutdown timeout, then hands the rest back.
-    pub(super) async fn finish(mut self, abort: watch::Sender<bool>) {
+    /// Waits for in-flight events up to the shutdown timeout (or until `now`), then hands the
+    /// rest back.
+    pub(super) async fn finish(
+        mut self,
+        abort: watch::Sender<bool>,
+        mut now: watch::Receiver<bool>,
+    ) {
         let timeout = self.shared.pipeline.config().shutdown_timeout;
+        // Set already unless consuming ended on another path (shutdown while rebinding).
+        self.stopping.send_replace(true);
         while let Some(result) = self.tasks.try_join_next() {
             report_task(result);
         }
@@ -213,24 +224,30 @@ impl<D: Driver> Runner<D> {
                 "waiting for in-flight events"
             );
         }
-        if tokio::time::timeout(timeout, join_all(&mut self.tasks))
+        let reason = tokio::select! {
+            () = join_all(&mut self.tasks) => return,
+            () = tokio::time::sleep(timeout) => "shutdown timeout reached",
+            // An error means the manager is gone: hand back as well.
+            _ = now.wait_for(|now| *now) => "asked to shut down at once",
+        };
+        tracing::warn!(
+            in_flight = self.tasks.len(),
+            "{reason}; handing unfinished events back to JetStream"
+        );
+        abort.send_replace(true);
+        if tokio::time::timeout(ABORT_GRACE, join_all(&mut self.tasks))
             .await
             .is_err()
         {
-            tracing::warn!(
-                in_flight = self.tasks.len(),
-                "shutdown timeout reached; handing unfinished events back to JetStream"
-            );
-            abort.send_replace(true);
-            if tokio::time::timeout(Duration::from_secs(5), join_all(&mut self.tasks))
-                .await
-                .is_err()
-            {
-                self.tasks.shutdown().await;
-            }
+            self.tasks.shutdown().await;
         }
     }
 }
+
+/// How long handed-back events get to send their naks before their tasks are dropped (the
+/// event then comes back after `ack_wait`). Short, so that a second signal exits in about 2 s
+/// and the default shutdown fits Kubernetes' 30 s grace period.
+const ABORT_GRACE: Duration = Duration::from_millis(1500);
 
 async fn join_all(tasks: &mut JoinSet<()>) {
     while let Some(result) = tasks.join_next().await {

@@ -8,7 +8,9 @@ use crate::error::Error;
 
 use super::ShutdownHandle;
 
-/// Triggers the shutdown on the first SIGTERM or SIGINT.
+/// Starts a graceful shutdown on the first SIGTERM or SIGINT, and shuts down at once (events in
+/// flight handed back) on the second: an operator who presses Ctrl-C twice, or a supervisor
+/// that signals again, wants the process gone, not waiting out the shutdown timeout.
 pub(super) fn listen_for_signals(handle: ShutdownHandle) -> Result<(), Error> {
     #[cfg(unix)]
     {
@@ -21,6 +23,12 @@ pub(super) fn listen_for_signals(handle: ShutdownHandle) -> Result<(), Error> {
                 _ = int.recv() => tracing::info!("SIGINT received; shutting down"),
             }
             handle.shutdown();
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            tracing::warn!("second signal received; handing every event back and exiting");
+            handle.shutdown_now();
         });
     }
     #[cfg(not(unix))]
@@ -28,6 +36,10 @@ pub(super) fn listen_for_signals(handle: ShutdownHandle) -> Result<(), Error> {
         if tokio::signal::ctrl_c().await.is_ok() {
             tracing::info!("Ctrl-C received; shutting down");
             handle.shutdown();
+        }
+        if tokio::signal::ctrl_c().await.is_ok() {
+            tracing::warn!("second Ctrl-C received; handing every event back and exiting");
+            handle.shutdown_now();
         }
     });
     Ok(())
