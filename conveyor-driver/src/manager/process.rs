@@ -275,3 +275,34 @@ pub(super) async fn settle(message: jetstream::Message, kind: AckKind) {
         tracing::warn!(subject = %message.subject, error = %err, "acknowledgement not sent");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jetstream::context::{PublishError as Nats, PublishErrorKind as Kind};
+
+    fn api_error(code: usize) -> PublishError {
+        let answer = serde_json::json!({"code": code, "err_code": 10054, "description": "no"});
+        let error: jetstream::Error = serde_json::from_value(answer).unwrap();
+        PublishError::Nats(Nats::with_source(Kind::Other, error))
+    }
+
+    #[test]
+    fn only_errors_a_retry_cannot_fix_are_permanent() {
+        assert!(PublishError::Nats(Nats::new(Kind::MaxPayloadExceeded)).is_permanent());
+        assert!(api_error(400).is_permanent());
+        assert!(!api_error(503).is_permanent());
+        let transport = [
+            Kind::TimedOut,
+            Kind::BrokenPipe,
+            Kind::StreamNotFound,
+            Kind::MaxAckPending,
+        ];
+        for kind in transport {
+            assert!(
+                !PublishError::Nats(Nats::new(kind)).is_permanent(),
+                "{kind:?}"
+            );
+        }
+    }
+}
