@@ -52,6 +52,7 @@ mod manager;
 pub mod metrics;
 mod pipeline;
 mod settings;
+mod sizing;
 pub mod testing;
 pub mod wire;
 

@@ -4,20 +4,23 @@
 //! publishes it (JetStream to `logs.<run_id>`, core NATS to `live.logs.<run_id>.<driver>`) and
 //! watches its acknowledgement. The runtime [flushes](Logger::flush) the log before it publishes
 //! the run's result, so every line of a run reaches the server before the result does.
+//!
+//! A line too large for one message (the server's `max_payload`, headers and JSON body
+//! counted) is published as consecutive lines that fit, cut on character boundaries, so no
+//! text is lost. Every line carries a `Nats-Msg-Id` (see `sizing`) so that JetStream stores
+//! it once.
 
-use std::future::IntoFuture;
 use std::sync::Arc;
 
 use async_nats::jetstream;
-use async_nats::HeaderMap;
-use bytes::Bytes;
 use chrono::{SecondsFormat, Utc};
-use futures_util::stream::FuturesUnordered;
-use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::metrics::Metrics;
 use crate::wire::{subjects, LogEntry};
+
+mod publisher;
+use publisher::Publisher;
 
 /// The per-event logger handed to `reconcile`. Cheap to clone, `Send` and `Sync`.
 ///
@@ -130,6 +133,10 @@ pub(crate) struct RunContext {
     pub(crate) pipeline: Option<String>,
     pub(crate) event: String,
     pub(crate) resource: String,
+    /// The DriverMessage's `id` and the delivery attempt: with the line number, they make
+    /// each line's `Nats-Msg-Id`.
+    pub(crate) message_id: String,
+    pub(crate) attempt: u64,
 }
 
 enum Command {
@@ -169,6 +176,7 @@ impl Logger {
             context: context.clone(),
             client,
             js,
+            lines: 0,
         };
         tokio::spawn(publisher.run(rx));
         Self {
@@ -200,6 +208,8 @@ impl Logger {
                     pipeline: None,
                     event: String::new(),
                     resource: String::new(),
+                    message_id: String::new(),
+                    attempt: 1,
                 },
                 sink: Sink::Local,
             }),
@@ -320,90 +330,5 @@ fn entry(context: &RunContext, timestamp: String, message: String) -> LogEntry {
         pipeline: context.pipeline.clone(),
         timestamp,
         message,
-    }
-}
-
-/// The per-run task that publishes log lines in order and tracks their acknowledgements.
-struct Publisher {
-    metrics: Arc<Metrics>,
-    context: RunContext,
-    client: async_nats::Client,
-    js: jetstream::Context,
-    logs_subject: String,
-    live_subject: String,
-}
-
-impl Publisher {
-    async fn run(self, mut commands: mpsc::UnboundedReceiver<Command>) {
-        let mut acks = FuturesUnordered::new();
-        loop {
-            tokio::select! {
-                command = commands.recv() => match command {
-                    Some(Command::Line(line)) => {
-                        if let Some(ack) = self.publish(line).await {
-                            acks.push(ack.into_future());
-                        }
-                    }
-                    Some(Command::Flush(done)) => {
-                        while let Some(result) = acks.next().await {
-                            self.report(result);
-                        }
-                        let _ = done.send(());
-                    }
-                    None => break,
-                },
-                Some(result) = acks.next(), if !acks.is_empty() => self.report(result),
-            }
-        }
-        while let Some(result) = acks.next().await {
-            self.report(result);
-        }
-    }
-
-    async fn publish(&self, line: Line) -> Option<jetstream::context::PublishAckFuture> {
-        let entry = entry(&self.context, line.timestamp, line.message);
-        let payload = match serde_json::to_vec(&entry) {
-            Ok(json) => Bytes::from(json),
-            Err(err) => {
-                tracing::warn!(run_id = %self.context.run_id, error = %err, "log line not encodable");
-                return None;
-            }
-        };
-        let mut headers = HeaderMap::new();
-        for (key, value) in &line.labels {
-            headers.insert(
-                format!("{}{key}", subjects::LABEL_HEADER_PREFIX).as_str(),
-                value.as_str(),
-            );
-        }
-        if let Err(err) = self
-            .client
-            .publish_with_headers(self.live_subject.clone(), headers.clone(), payload.clone())
-            .await
-        {
-            tracing::warn!(run_id = %self.context.run_id, error = %err, "live log publish failed");
-        }
-        match self
-            .js
-            .publish_with_headers(self.logs_subject.clone(), headers, payload)
-            .await
-        {
-            Ok(ack) => Some(ack),
-            Err(err) => {
-                self.metrics.log_publish_failed();
-                tracing::warn!(run_id = %self.context.run_id, error = %err, "log publish failed");
-                None
-            }
-        }
-    }
-
-    fn report(
-        &self,
-        result: Result<jetstream::publish::PublishAck, jetstream::context::PublishError>,
-    ) {
-        if let Err(err) = result {
-            self.metrics.log_publish_failed();
-            tracing::warn!(run_id = %self.context.run_id, error = %err, "log line not persisted");
-        }
     }
 }

@@ -221,6 +221,40 @@ impl<D: Driver> Pipeline<D> {
         )
     }
 
+    /// The envelope replacing `envelope`, of `size` bytes on the wire, which exceeds the
+    /// server's `limit`: a failed result saying so, without data. It is published on the same
+    /// attempt: redelivering the event would run the work again only to produce the same
+    /// result.
+    pub(crate) fn too_large(
+        &self,
+        envelope: ResultEnvelope,
+        size: usize,
+        limit: usize,
+    ) -> ResultEnvelope {
+        let message =
+            format!("result of {size} bytes exceeds the server's max_payload of {limit} bytes");
+        self.envelope(
+            envelope.run_id,
+            envelope.resource,
+            DriverResult::failure(message),
+        )
+    }
+
+    /// `envelope` with its resource cut down to what the pipeline engine needs to place a
+    /// failed result (`id`, `name`, `resource`, `pipeline`; empty `metadata`, no `spec`): for
+    /// a resource so large that even a too-large failure does not fit with it. A failed
+    /// result does not advance the pipeline, so no later step sees the cut resource.
+    pub(crate) fn bare(&self, envelope: ResultEnvelope) -> ResultEnvelope {
+        let resource = bare_resource(&envelope.resource);
+        let driverresult = envelope.driverresult;
+        let result = DriverResult {
+            success: driverresult.success,
+            message: driverresult.message,
+            data: driverresult.data,
+        };
+        self.envelope(envelope.run_id, resource, result)
+    }
+
     /// Calls the driver, turning the last allowed delivery, panics and errors into a result or
     /// a retry.
     async fn decide(&self, event: Event, logger: &Logger) -> (Decided, Counted) {
@@ -295,6 +329,23 @@ impl Decided {
     }
 }
 
+/// The identity fields of `resource`, with empty `metadata` and a null `spec`.
+fn bare_resource(resource: &RawValue) -> Box<RawValue> {
+    let full: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(resource.get()).unwrap_or_default();
+    let mut bare: serde_json::Map<String, serde_json::Value> =
+        ["id", "name", "resource", "pipeline"]
+            .into_iter()
+            .filter_map(|key| Some((key.to_owned(), full.get(key)?.clone())))
+            .collect();
+    bare.insert(
+        "metadata".to_owned(),
+        serde_json::Value::Object(Default::default()),
+    );
+    bare.insert("spec".to_owned(), serde_json::Value::Null);
+    serde_json::value::to_raw_value(&bare).unwrap_or_else(|_| RawValue::NULL.to_owned())
+}
+
 /// Who a run's log lines belong to.
 fn run_context(driver: &str, event: &Event) -> RunContext {
     RunContext {
@@ -303,6 +354,8 @@ fn run_context(driver: &str, event: &Event) -> RunContext {
         pipeline: event.resource.pipeline.clone().filter(|p| !p.is_empty()),
         event: event.name.clone(),
         resource: format!("{}/{}", event.resource.resource, event.resource.name),
+        message_id: event.message_id.clone(),
+        attempt: event.attempt,
     }
 }
 

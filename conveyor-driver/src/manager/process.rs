@@ -1,11 +1,17 @@
 //! The Try-Catch-Ack loop for one event: wait for the resource's turn, reconcile (catching
 //! panics), flush the run log, publish the result and wait for its PubAck, then settle the
 //! message. In-progress acknowledgements keep the event ours while this runs.
+//!
+//! A result must fit the server's `max_payload`: one that does not is replaced, on the same
+//! attempt, by a failed result saying so, since redelivering the event would only run the
+//! work again. Each publish carries the run's result `Nats-Msg-Id`, so JetStream stores one
+//! result however often it is published (retries, redeliveries).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind};
+use async_nats::HeaderMap;
 use tokio::sync::watch;
 use tracing::Instrument;
 
@@ -14,6 +20,7 @@ use crate::client::Client;
 use crate::driver::Driver;
 use crate::metrics::Metrics;
 use crate::pipeline::{Incoming, Outcome, Pipeline, Run, Sink};
+use crate::sizing::{self, Headers};
 use crate::wire::{subjects, Received, ResultEnvelope};
 
 use super::ordering::Turn;
@@ -58,6 +65,11 @@ impl<D: Driver> Task<D> {
         if attempt > 1 {
             shared.metrics.redelivered();
         }
+        let msg_id = sizing::result_msg_id(
+            &received.message.run_id,
+            shared.pipeline.name(),
+            &received.message.id,
+        );
         let incoming = Incoming::received(received, attempt);
         #[cfg(feature = "client")]
         let incoming = incoming.with_client(shared.api.as_ref());
@@ -68,7 +80,7 @@ impl<D: Driver> Task<D> {
         };
         let run = shared.pipeline.start(incoming, sink);
         let span = run.span.clone();
-        let work = handle(&shared, run, attempt, turn, stopping).instrument(span);
+        let work = handle(&shared, run, (attempt, &msg_id), turn, stopping).instrument(span);
         tokio::pin!(work);
         let period = shared.pipeline.config().ack_wait / 3;
         let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
@@ -94,11 +106,12 @@ async fn aborted(abort: &mut watch::Receiver<bool>) {
     let _ = abort.wait_for(|aborted| *aborted).await;
 }
 
-/// Runs the event to the point where its acknowledgement is known.
+/// Runs the event to the point where its acknowledgement is known. `delivery` is the
+/// delivery attempt and the result's `Nats-Msg-Id`.
 async fn handle<D: Driver>(
     shared: &Shared<D>,
     run: Run,
-    attempt: u64,
+    delivery: (u64, &str),
     turn: Turn,
     mut stopping: watch::Receiver<bool>,
 ) -> AckKind {
@@ -122,13 +135,29 @@ async fn handle<D: Driver>(
     let (outcome, counted) = shared.pipeline.reconcile(run).await;
     shared.metrics.reconciled(counted, started.elapsed());
     logger.flush().await;
-    let envelope = match outcome {
-        Outcome::Publish(envelope) => envelope,
-        Outcome::Retry { delay, .. } => return AckKind::Nak(Some(delay)),
-        Outcome::Skipped => return AckKind::Ack, // filtered at dispatch already
+    match outcome {
+        Outcome::Publish(envelope) => deliver(shared, envelope, delivery).await,
+        Outcome::Retry { delay, .. } => AckKind::Nak(Some(delay)),
+        Outcome::Skipped => AckKind::Ack, // filtered at dispatch already
+    }
+}
+
+/// Publishes the result (or what replaces it when it is too large) and says how to settle.
+async fn deliver<D: Driver>(
+    shared: &Shared<D>,
+    envelope: ResultEnvelope,
+    (attempt, msg_id): (u64, &str),
+) -> AckKind {
+    let headers = Headers::new().msg_id(msg_id);
+    let limit = sizing::max_payload(&shared.client);
+    let (body, success) = match fit(&shared.pipeline, envelope, headers.wire_len(), limit) {
+        Ok(fitted) => fitted,
+        Err(err) => {
+            tracing::error!(error = %err, "result not published; the event is terminated");
+            return AckKind::Term;
+        }
     };
-    let success = envelope.driverresult.success;
-    match publish(&shared.js, &envelope).await {
+    match publish(&shared.js, body, headers.into_map()).await {
         Ok(()) => {
             tracing::info!(success, "result published");
             AckKind::Ack
@@ -142,35 +171,143 @@ async fn handle<D: Driver>(
     }
 }
 
+/// The body to publish for `envelope` within `limit` bytes, `headers` bytes of it taken by
+/// the headers, and whether it is a success. A result too large becomes a too-large failure;
+/// if even that does not fit, the same failure with the resource cut to its identity. Only a
+/// resource whose identity alone is too large is an error: nothing about it can be published.
+fn fit<D: Driver>(
+    pipeline: &Pipeline<D>,
+    envelope: ResultEnvelope,
+    headers: usize,
+    limit: usize,
+) -> Result<(bytes::Bytes, bool), PublishError> {
+    let body = serde_json::to_vec(&envelope)?;
+    let size = body.len() + headers;
+    if size <= limit {
+        return Ok((body.into(), envelope.driverresult.success));
+    }
+    let replaced = pipeline.too_large(envelope, size, limit);
+    tracing::warn!(
+        size,
+        limit,
+        "result too large for the server; publishing a failed result instead"
+    );
+    let body = serde_json::to_vec(&replaced)?;
+    if body.len() + headers <= limit {
+        return Ok((body.into(), false));
+    }
+    let body = serde_json::to_vec(&pipeline.bare(replaced))?;
+    if body.len() + headers <= limit {
+        tracing::warn!(
+            "the resource is too large as well; the failed result carries only its identity"
+        );
+        return Ok((body.into(), false));
+    }
+    Err(PublishError::Unfit {
+        size: body.len() + headers,
+        limit,
+    })
+}
+
 /// How often a result publish is tried before the event is naked. A short outage should not
 /// cost a whole new reconcile, a long one should not hold the event here.
 const PUBLISH_TRIES: u32 = 3;
 
-/// Publishes the envelope and waits for JetStream to store it, trying a few times.
-async fn publish(js: &jetstream::Context, envelope: &ResultEnvelope) -> Result<(), PublishError> {
-    let body = bytes::Bytes::from(serde_json::to_vec(envelope)?);
+/// Publishes the body and waits for JetStream to store it, trying a few times. An error that
+/// a retry cannot fix is returned at once.
+async fn publish(
+    js: &jetstream::Context,
+    body: bytes::Bytes,
+    headers: HeaderMap,
+) -> Result<(), PublishError> {
     let mut delay = Duration::from_millis(200);
     for _ in 1..PUBLISH_TRIES {
-        match publish_once(js, body.clone()).await {
+        match publish_once(js, body.clone(), headers.clone()).await {
             Ok(()) => return Ok(()),
+            Err(err) if err.is_permanent() => return Err(err),
             Err(err) => tracing::debug!(error = %err, retry_in = ?delay, "result publish failed"),
         }
         tokio::time::sleep(delay).await;
         delay *= 2;
     }
-    publish_once(js, body).await
+    publish_once(js, body, headers).await
 }
 
-type PublishError = Box<dyn std::error::Error + Send + Sync>;
-
-async fn publish_once(js: &jetstream::Context, body: bytes::Bytes) -> Result<(), PublishError> {
-    js.publish(subjects::RESULT, body).await?.await?;
+async fn publish_once(
+    js: &jetstream::Context,
+    body: bytes::Bytes,
+    headers: HeaderMap,
+) -> Result<(), PublishError> {
+    js.publish_with_headers(subjects::RESULT, headers, body)
+        .await?
+        .await?;
     Ok(())
+}
+
+/// Why a result was not published.
+#[derive(Debug, thiserror::Error)]
+enum PublishError {
+    #[error("result not encodable: {0}")]
+    Encode(#[from] serde_json::Error),
+    #[error("even a bare failed result takes {size} bytes, more than the server's max_payload of {limit} bytes")]
+    Unfit { size: usize, limit: usize },
+    #[error(transparent)]
+    Nats(#[from] jetstream::context::PublishError),
+}
+
+impl PublishError {
+    /// Whether retrying cannot help: the message is refused for what it is (too large, a
+    /// 4xx-style JetStream API error), not for the state of the connection. Transport errors
+    /// and timeouts are not permanent.
+    fn is_permanent(&self) -> bool {
+        use jetstream::context::PublishErrorKind as Kind;
+        let Self::Nats(err) = self else {
+            return true;
+        };
+        match err.kind() {
+            Kind::MaxPayloadExceeded | Kind::WrongLastMessageId | Kind::WrongLastSequence => true,
+            Kind::Other => std::error::Error::source(err)
+                .and_then(|source| source.downcast_ref::<jetstream::Error>())
+                .is_some_and(|api| (400..500).contains(&api.code())),
+            _ => false,
+        }
+    }
 }
 
 /// Sends `kind` for `message`; a failure is only reported, as JetStream redelivers anyway.
 pub(super) async fn settle(message: jetstream::Message, kind: AckKind) {
     if let Err(err) = message.ack_with(kind).await {
         tracing::warn!(subject = %message.subject, error = %err, "acknowledgement not sent");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jetstream::context::{PublishError as Nats, PublishErrorKind as Kind};
+
+    fn api_error(code: usize) -> PublishError {
+        let answer = serde_json::json!({"code": code, "err_code": 10054, "description": "no"});
+        let error: jetstream::Error = serde_json::from_value(answer).unwrap();
+        PublishError::Nats(Nats::with_source(Kind::Other, error))
+    }
+
+    #[test]
+    fn only_errors_a_retry_cannot_fix_are_permanent() {
+        assert!(PublishError::Nats(Nats::new(Kind::MaxPayloadExceeded)).is_permanent());
+        assert!(api_error(400).is_permanent());
+        assert!(!api_error(503).is_permanent());
+        let transport = [
+            Kind::TimedOut,
+            Kind::BrokenPipe,
+            Kind::StreamNotFound,
+            Kind::MaxAckPending,
+        ];
+        for kind in transport {
+            assert!(
+                !PublishError::Nats(Nats::new(kind)).is_permanent(),
+                "{kind:?}"
+            );
+        }
     }
 }

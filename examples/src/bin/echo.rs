@@ -1,11 +1,21 @@
 //! A driver for tests: echoes its resource's spec back as the result data.
 //!
-//! Name `echo`, resources `["echo-resource"]`. Per event it logs a line naming the resource,
-//! then, from the spec: `sleep_ms` (a number) sleeps that long; `panic: true` panics;
-//! `fail: true` fails with a message containing `asked to fail`; `trace: true` emits a
-//! `tracing::info!` event (the tracing bridge makes it a run log line); `api_health: true`
-//! asks the Conveyor API (`--api-url`) for its health and succeeds with that answer as `data`;
-//! otherwise it succeeds with `data` equal to the spec.
+//! Name `echo`, resources `["echo-resource"]`. Per event it logs a line naming the resource
+//! (`echo: <event> event for <name>`), then, from the spec, in this order:
+//!
+//! - `log_lines` (a number) logs that many lines as fast as it can, each exactly `log_bytes`
+//!   bytes long (a number, default 80): `echo line <i> ` (`i` from 0) padded with `x` (cut
+//!   to `log_bytes` when shorter than that prefix);
+//! - `sleep_ms` (a number) sleeps that long;
+//! - `trace: true` emits a `tracing::info!` event (the tracing bridge makes it a run log line);
+//! - `panic: true` panics; `fail: true` fails with a message containing `asked to fail`;
+//! - `api_health: true` asks the Conveyor API (`--api-url`) for its health and succeeds with
+//!   that answer as `data`;
+//! - `data_bytes` (a number) succeeds with `data` a string of that many `x`;
+//! - otherwise it succeeds with `data` equal to the spec.
+//!
+//! `log_lines`, `log_bytes` and `data_bytes` make workloads of a given size (large outputs,
+//! floods of log lines) for tests and benchmarks.
 
 use std::time::Duration;
 
@@ -23,6 +33,13 @@ async fn echo(
         "echo: {} event for {}",
         event.name, event.resource.name
     ));
+    if let Some(lines) = spec.get("log_lines").and_then(Value::as_u64) {
+        let bytes = spec.get("log_bytes").and_then(Value::as_u64).unwrap_or(80);
+        let bytes = usize::try_from(bytes).map_err(|_| "echo: log_bytes is too large")?;
+        for i in 0..lines {
+            log.log(line_of(i, bytes));
+        }
+    }
     if let Some(ms) = spec.get("sleep_ms").and_then(Value::as_u64) {
         log.log(format!("echo: sleeping {ms} ms"));
         tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -42,5 +59,18 @@ async fn echo(
         let health = api.health().await.map_err(|err| err.to_string())?;
         return Ok(Value::Object(health));
     }
+    if let Some(bytes) = spec.get("data_bytes").and_then(Value::as_u64) {
+        let bytes = usize::try_from(bytes).map_err(|_| "echo: data_bytes is too large")?;
+        return Ok(Value::String("x".repeat(bytes)));
+    }
     Ok(spec)
+}
+
+/// Log line `i` of a `log_lines` workload: exactly `bytes` bytes, `echo line <i> ` then `x`s.
+fn line_of(i: u64, bytes: usize) -> String {
+    let mut line = format!("echo line {i} ");
+    line.truncate(bytes);
+    let pad = bytes - line.len();
+    line.extend(std::iter::repeat_n('x', pad));
+    line
 }
