@@ -1,9 +1,9 @@
 use conveyor_driver::prelude::*;
 
-#[driver(name = "slow", resources = ["job"], timeout = "30 minuets", main = false)]
+#[driver(name = "slow", resources = ["job"], main = false, timeout = "30 minuets")]
 async fn slow() {}
 
-#[driver(name = "never", resources = ["job"], timeout = "0s", main = false)]
+#[driver(name = "never", resources = ["job"], main = false, timeout = "0s")]
 async fn never() {}
 
 fn main() {}
