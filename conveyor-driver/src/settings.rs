@@ -315,8 +315,23 @@ pub(crate) fn server_addrs(urls: &str) -> Result<Vec<async_nats::ServerAddr>, St
 /// An `http://` or `https://` URL; kept as written.
 #[cfg(feature = "client")]
 pub(crate) fn http_url(text: &str) -> Result<String, String> {
-    crate::client::parse_base_url(text)?;
+    base_url(text)?;
     Ok(text.trim().to_owned())
+}
+
+/// The API's base URL, with a trailing `/` so that paths join below it; the reason when it is
+/// not an `http://` or `https://` URL. The API client builds its URLs on it.
+#[cfg(feature = "client")]
+pub(crate) fn base_url(text: &str) -> Result<reqwest::Url, String> {
+    let mut url = reqwest::Url::parse(text.trim()).map_err(|err| err.to_string())?;
+    if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
+        return Err("expected http:// or https://".to_owned());
+    }
+    if !url.path().ends_with('/') {
+        let path = format!("{}/", url.path());
+        url.set_path(&path);
+    }
+    Ok(url)
 }
 
 /// Shows a list of settings as the Markdown table of the [`Config`](crate::Config) docs, for

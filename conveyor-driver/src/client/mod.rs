@@ -181,20 +181,6 @@ impl fmt::Debug for ClientBuilder {
     }
 }
 
-/// The API's base URL, with a trailing `/` so that paths join below it; the reason when it is
-/// not an `http://` or `https://` URL. The driver configuration checks `--api-url` with it too.
-pub(crate) fn parse_base_url(url: &str) -> Result<Url, String> {
-    let mut base_url = Url::parse(url.trim()).map_err(|err| err.to_string())?;
-    if !matches!(base_url.scheme(), "http" | "https") || base_url.cannot_be_a_base() {
-        return Err("expected http:// or https://".to_owned());
-    }
-    if !base_url.path().ends_with('/') {
-        let path = format!("{}/", base_url.path());
-        base_url.set_path(&path);
-    }
-    Ok(base_url)
-}
-
 impl Default for ClientBuilder {
     fn default() -> Self {
         Self {
@@ -314,7 +300,7 @@ impl ClientBuilder {
                 "no API URL: set CONVEYOR_API_URL or ClientBuilder::base_url".into(),
             )
         })?;
-        let base_url = parse_base_url(&base)
+        let base_url = crate::settings::base_url(&base)
             .map_err(|reason| ClientError::Config(format!("invalid API URL {base:?}: {reason}")))?;
         let credentials = match (self.credentials, self.cert, self.key) {
             (Some(credentials), _, _) => Some(credentials),
