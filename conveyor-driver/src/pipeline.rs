@@ -246,13 +246,7 @@ impl<D: Driver> Pipeline<D> {
     /// result does not advance the pipeline, so no later step sees the cut resource.
     pub(crate) fn bare(&self, envelope: ResultEnvelope) -> ResultEnvelope {
         let resource = bare_resource(&envelope.resource);
-        let driverresult = envelope.driverresult;
-        let result = DriverResult {
-            success: driverresult.success,
-            message: driverresult.message,
-            data: driverresult.data,
-        };
-        self.envelope(envelope.run_id, resource, result)
+        self.envelope(envelope.run_id, resource, envelope.driverresult.into())
     }
 
     /// Calls the driver, turning the last allowed delivery, panics and errors into a result or
@@ -268,21 +262,14 @@ impl<D: Driver> Pipeline<D> {
             return (Decided::failure(message), Counted::Failure);
         }
         let run = AssertUnwindSafe(self.driver.reconcile(event, logger.clone())).catch_unwind();
-        let run = match self.config.deadline(self.driver.timeout()) {
-            Some(deadline) => match tokio::time::timeout(deadline, run).await {
-                Ok(done) => done,
-                Err(_) => {
-                    // Dropping the reconcile's future ends it, and with it the child processes
-                    // it started with `kill_on_drop`. Retrying would only hang again.
-                    let message = format!(
-                        "reconcile timed out after {}",
-                        humantime::format_duration(deadline)
-                    );
-                    logger.log(message.clone());
-                    return (Decided::failure(message), Counted::Failure);
-                }
-            },
-            None => run.await,
+        let deadline = self.config.deadline(self.driver.timeout());
+        let Some(run) = within(deadline, run).await else {
+            // Dropping the reconcile's future ended it, and with it the child processes it
+            // started with `kill_on_drop`. Retrying would only hang again.
+            let limit = humantime::format_duration(deadline.unwrap_or_default());
+            let message = format!("reconcile timed out after {limit}");
+            logger.log(message.clone());
+            return (Decided::failure(message), Counted::Failure);
         };
         match run {
             Ok(Ok(result)) => {
@@ -314,6 +301,17 @@ impl<D: Driver> Pipeline<D> {
                 (Decided::failure(message), Counted::Panic)
             }
         }
+    }
+}
+
+/// `work`'s output, or `None` when `deadline` passed first (no deadline: it runs to the end).
+async fn within<T>(
+    deadline: Option<Duration>,
+    work: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    match deadline {
+        Some(deadline) => tokio::time::timeout(deadline, work).await.ok(),
+        None => Some(work.await),
     }
 }
 

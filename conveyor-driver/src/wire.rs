@@ -223,6 +223,17 @@ pub struct DriverResultEvent {
     pub driver: String,
 }
 
+impl From<DriverResultEvent> for DriverResult {
+    /// The result without the driver's name.
+    fn from(event: DriverResultEvent) -> Self {
+        Self {
+            success: event.success,
+            message: event.message,
+            data: event.data,
+        }
+    }
+}
+
 impl DriverResultEvent {
     /// Stamps `result` with the driver name.
     pub fn new(result: DriverResult, driver: impl Into<String>) -> Self {

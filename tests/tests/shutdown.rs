@@ -8,14 +8,19 @@ use conveyor_driver_tests::process::DriverProcess;
 use conveyor_driver_tests::{resource, Conveyor, NatsServer, Payload, Seen};
 use serde_json::json;
 
-/// Starts `echo` with default settings (but the URL and `args`) and publishes one event of one
-/// resource per `sleeps_ms`, each reconciling that long; waits until all are delivered.
-async fn busy_echo(
-    server: &NatsServer,
-    conveyor: &Conveyor,
-    args: &[&str],
-    sleeps_ms: &[u64],
-) -> DriverProcess {
+/// A nats-server, the Conveyor side of the wire, and `echo` busy with events.
+struct Busy {
+    _server: NatsServer,
+    conveyor: Conveyor,
+    driver: DriverProcess,
+}
+
+/// Starts a server and `echo` with default settings (but the URL and `args`), and publishes
+/// one event of one resource per `sleeps_ms`, each reconciling that long; waits until all are
+/// delivered.
+async fn busy_echo(args: &[&str], sleeps_ms: &[u64]) -> Busy {
+    let server = NatsServer::start();
+    let conveyor = Conveyor::new(&server).await;
     let driver = DriverProcess::start_with("echo", &[("CONVEYOR_NATS_URL", &server.url())], args);
     conveyor.wait_for_consumer("echo").await;
     for sleep_ms in sleeps_ms {
@@ -30,7 +35,11 @@ async fn busy_echo(
         assert!(Instant::now() < deadline, "events not delivered");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    driver
+    Busy {
+        _server: server,
+        conveyor,
+        driver,
+    }
 }
 
 /// Time from `sigterm` to exit, with the exit code.
@@ -48,9 +57,11 @@ fn exit_after(driver: &mut DriverProcess, sigterms: usize) -> (Duration, Option<
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_default_settings_a_busy_driver_exits_within_30s_having_handed_its_events_back() {
-    let server = NatsServer::start();
-    let conveyor = Conveyor::new(&server).await;
-    let mut driver = busy_echo(&server, &conveyor, &[], &[120_000]).await;
+    let Busy {
+        _server,
+        conveyor,
+        mut driver,
+    } = busy_echo(&[], &[120_000]).await;
     let (took, code) = exit_after(&mut driver, 1);
     assert_eq!(code, Some(0), "{}", driver.output());
     assert!(took < Duration::from_secs(28), "exit took {took:?}");
@@ -90,9 +101,11 @@ async fn assert_handed_back(conveyor: &Conveyor, count: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_signal_hands_everything_back_and_exits_at_once() {
-    let server = NatsServer::start();
-    let conveyor = Conveyor::new(&server).await;
-    let mut driver = busy_echo(&server, &conveyor, &[], &[120_000]).await;
+    let Busy {
+        _server,
+        conveyor,
+        mut driver,
+    } = busy_echo(&[], &[120_000]).await;
     let (took, code) = exit_after(&mut driver, 2);
     assert_eq!(code, Some(0), "{}", driver.output());
     // 0.5 s between the signals, then at most the hand-back grace and the drain.
@@ -107,12 +120,15 @@ async fn a_second_signal_hands_everything_back_and_exits_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_sigterm_an_event_waiting_for_its_resource_does_not_start() {
-    let server = NatsServer::start();
-    let conveyor = Conveyor::new(&server).await;
-    let mut tap = conveyor.tap().await;
     // Two events of one resource: the first reconciles for 2 s, the second waits for its turn.
     let args = ["--shutdown-timeout", "10s"];
-    let mut driver = busy_echo(&server, &conveyor, &args, &[2_000, 120_000]).await;
+    let Busy {
+        _server,
+        conveyor,
+        mut driver,
+    } = busy_echo(&args, &[2_000, 120_000]).await;
+    // The first result comes 2 s after delivery: the tap is there well before.
+    let mut tap = conveyor.tap().await;
     let (took, code) = exit_after(&mut driver, 1);
     assert_eq!(code, Some(0), "{}", driver.output());
     // The first finished during the shutdown; its turn ending did not start the second.

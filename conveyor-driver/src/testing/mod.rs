@@ -224,6 +224,7 @@ impl<D: Driver> Harness<D> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
+            // Documented under "Panics": a test without a runtime cannot run at all.
             .expect("a Tokio runtime for the test");
         runtime.block_on(self.run(event))
     }
@@ -255,11 +256,7 @@ async fn capture<D: Driver>(
     };
     let (outcome, envelope) = match outcome {
         Outcome::Publish(envelope) => {
-            let result = DriverResult {
-                success: envelope.driverresult.success,
-                message: envelope.driverresult.message.clone(),
-                data: envelope.driverresult.data.clone(),
-            };
+            let result = DriverResult::from(envelope.driverresult.clone());
             let panicked = counted == Counted::Panic;
             let envelope = serde_json::to_value(&envelope).ok();
             (TestOutcome::Published { result, panicked }, envelope)
@@ -321,6 +318,14 @@ impl TestRun {
         matches!(self.outcome, TestOutcome::Published { panicked: true, .. })
     }
 
+    fn logged(&self, text: &str) -> bool {
+        self.lines
+            .iter()
+            .any(|line| line.entry.message.contains(text))
+    }
+
+    /// The test kit's assertions fail the way `assert!` does: by panicking with the outcome
+    /// and the log, in the test that called them.
     fn fail(&self, expected: &str) -> ! {
         panic!(
             "expected {expected}, but the run {}\nlog:\n  {}",
@@ -368,11 +373,7 @@ impl TestRun {
     /// Asserts that a log line contains `text`.
     #[track_caller]
     pub fn assert_logged(&self, text: &str) -> &Self {
-        if self
-            .lines
-            .iter()
-            .any(|line| line.entry.message.contains(text))
-        {
+        if self.logged(text) {
             self
         } else {
             self.fail(&format!("a log line containing {text:?}"))
@@ -382,11 +383,7 @@ impl TestRun {
     /// Asserts that no log line contains `text`.
     #[track_caller]
     pub fn assert_not_logged(&self, text: &str) -> &Self {
-        if self
-            .lines
-            .iter()
-            .any(|line| line.entry.message.contains(text))
-        {
+        if self.logged(text) {
             self.fail(&format!("no log line containing {text:?}"))
         } else {
             self
