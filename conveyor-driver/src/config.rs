@@ -43,6 +43,7 @@ crate::settings::declare_settings! {
     /// | `retry_backoff_max` | `CONVEYOR_RETRY_BACKOFF_MAX` | `--retry-backoff-max` | 1m |
     /// | `reconcile_timeout` | `CONVEYOR_RECONCILE_TIMEOUT` | `--reconcile-timeout` | the driver's own, else 6h |
     /// | `shutdown_timeout` | `CONVEYOR_SHUTDOWN_TIMEOUT` | `--shutdown-timeout` | 20s |
+    /// | `log_buffer` | `CONVEYOR_LOG_BUFFER` | `--log-buffer` | 16777216 |
     /// | `create_streams` | `CONVEYOR_CREATE_STREAMS` | `--create-streams` | false |
     /// | `tls_cert` | `CONVEYOR_TLS_CERT` | `--tls-cert` | none |
     /// | `tls_key` | `CONVEYOR_TLS_KEY` | `--tls-key` | none |
@@ -84,6 +85,9 @@ crate::settings::declare_settings! {
         /// How long a shutdown waits for in-flight events before handing them back
         shutdown_timeout: Duration = Duration::from_secs(20),
             env "CONVEYOR_SHUTDOWN_TIMEOUT", flag "shutdown-timeout" = "DURATION", parse duration;
+        /// Bytes of log lines an instance holds until JetStream takes them; beyond it new lines are dropped and counted
+        log_buffer: usize = Config::DEFAULT_LOG_BUFFER,
+            env "CONVEYOR_LOG_BUFFER", flag "log-buffer" = "BYTES", parse count;
         /// Create the Conveyor streams if missing (local development and tests only)
         create_streams: bool = false,
             env "CONVEYOR_CREATE_STREAMS", flag "create-streams", parse boolean;
@@ -231,6 +235,20 @@ impl Config {
     #[must_use]
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
         self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// The default [`log_buffer`](Self::log_buffer): 16 MiB.
+    pub const DEFAULT_LOG_BUFFER: usize = 16 * 1024 * 1024;
+
+    /// How many bytes of log lines (text and labels) this instance holds until JetStream has
+    /// them, over all its runs. While NATS is slow or down, lines beyond it are dropped and
+    /// counted (`conveyor_driver_log_lines_dropped_total`), and each run that lost lines gets a
+    /// line saying how many, where they went missing. The process then stays within a small
+    /// bound however much a build prints (RELIABILITY.md has the measurement).
+    #[must_use]
+    pub fn log_buffer(mut self, bytes: usize) -> Self {
+        self.log_buffer = bytes;
         self
     }
 

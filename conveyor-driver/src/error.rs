@@ -48,6 +48,9 @@ pub enum Error {
         #[source]
         source: NatsError,
     },
+    /// The thread running the NATS protocol could not be started, or it panicked.
+    #[error("cannot run the NATS protocol thread: {0}")]
+    ProtocolThread(#[source] std::io::Error),
     /// The signal handlers could not be installed.
     #[error("cannot listen for shutdown signals: {0}")]
     Signal(#[source] std::io::Error),

@@ -9,7 +9,14 @@
 //! counted) is published as consecutive lines that fit, cut on character boundaries, so no
 //! text is lost. Every line carries a `Nats-Msg-Id` (see `sizing`) so that JetStream stores
 //! it once.
+//!
+//! The lines an instance holds are bounded in bytes ([`Config::log_buffer`]); when NATS does
+//! not take them fast enough, new lines are dropped and counted, and the run's log gets one
+//! line saying how many went missing, where they went missing.
+//!
+//! [`Config::log_buffer`]: crate::Config::log_buffer
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use async_nats::jetstream;
@@ -19,7 +26,9 @@ use tokio::sync::{mpsc, oneshot};
 use crate::metrics::Metrics;
 use crate::wire::{subjects, LogEntry};
 
+mod buffer;
 mod publisher;
+pub(crate) use buffer::LogBuffer;
 use publisher::Publisher;
 
 /// The per-event logger handed to `reconcile`. Cheap to clone, `Send` and `Sync`.
@@ -45,11 +54,43 @@ struct Inner {
 /// Where a logger's lines go besides the local `tracing` mirror.
 enum Sink {
     /// The per-run NATS publisher task (the runtime).
-    Publish(mpsc::UnboundedSender<Command>),
+    Publish(Publishing),
     /// Nowhere else ([`Logger::local`]).
     Local,
     /// Collected in memory as they would be published (test kit, `invoke`).
     Capture(Arc<Capture>),
+}
+
+/// The sending side of a run's publisher task.
+struct Publishing {
+    commands: mpsc::UnboundedSender<Command>,
+    /// The instance's byte bound; a line that does not fit is dropped.
+    buffer: Arc<LogBuffer>,
+    /// Lines dropped since the last one sent: reported in the log before the next line.
+    dropped: AtomicU64,
+    metrics: Arc<Metrics>,
+}
+
+impl Publishing {
+    fn send(&self, line: Line) {
+        if !self.buffer.take(line.bytes()) {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            self.metrics.log_line_dropped();
+            return;
+        }
+        self.report_dropped();
+        // The publisher only stops once every sender is gone, so this cannot fail while
+        // `self` exists; a send error would mean the task panicked, already reported.
+        let _ = self.commands.send(Command::Line(line));
+    }
+
+    /// Queues the line saying how many lines were dropped, if any were, since the last one.
+    fn report_dropped(&self) {
+        let dropped = self.dropped.swap(0, Ordering::Relaxed);
+        if dropped > 0 {
+            let _ = self.commands.send(Command::Dropped(dropped));
+        }
+    }
 }
 
 /// A callback seeing each captured line as it is logged (`invoke` prints them live).
@@ -141,6 +182,8 @@ pub(crate) struct RunContext {
 
 enum Command {
     Line(Line),
+    /// This many lines were dropped here, the buffer being full.
+    Dropped(u64),
     Flush(oneshot::Sender<()>),
 }
 
@@ -148,6 +191,14 @@ struct Line {
     message: String,
     labels: Vec<(String, String)>,
     timestamp: String,
+}
+
+impl Line {
+    /// What the line counts against the log buffer: its text and its labels.
+    fn bytes(&self) -> usize {
+        let labels: usize = self.labels.iter().map(|(k, v)| k.len() + v.len()).sum();
+        self.message.len() + labels
+    }
 }
 
 impl std::fmt::Debug for Logger {
@@ -162,15 +213,18 @@ impl std::fmt::Debug for Logger {
 
 impl Logger {
     /// A logger publishing to NATS; spawns its publishing task on the current Tokio runtime.
+    /// Its lines count against `buffer`.
     pub(crate) fn publishing(
         context: RunContext,
         client: async_nats::Client,
         js: jetstream::Context,
         metrics: Arc<Metrics>,
+        buffer: Arc<LogBuffer>,
     ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let publisher = Publisher {
-            metrics,
+            metrics: Arc::clone(&metrics),
+            buffer: Arc::clone(&buffer),
             logs_subject: subjects::logs(&context.run_id),
             live_subject: subjects::live_logs(&context.run_id, &context.driver),
             context: context.clone(),
@@ -182,7 +236,12 @@ impl Logger {
         Self {
             inner: Arc::new(Inner {
                 context,
-                sink: Sink::Publish(tx),
+                sink: Sink::Publish(Publishing {
+                    commands: tx,
+                    buffer,
+                    dropped: AtomicU64::new(0),
+                    metrics,
+                }),
             }),
         }
     }
@@ -275,12 +334,7 @@ impl Logger {
             );
         }
         match &self.inner.sink {
-            Sink::Publish(sink) => {
-                // The publisher only stops once every sender is gone, so this cannot fail
-                // while `self` exists; a send error would mean the task panicked, already
-                // reported.
-                let _ = sink.send(Command::Line(line));
-            }
+            Sink::Publish(sink) => sink.send(line),
             Sink::Local => {}
             Sink::Capture(capture) => {
                 let line = LogLine {
@@ -303,8 +357,9 @@ impl Logger {
     /// reported locally).
     pub async fn flush(&self) {
         if let Sink::Publish(sink) = &self.inner.sink {
+            sink.report_dropped();
             let (done, wait) = oneshot::channel();
-            if sink.send(Command::Flush(done)).is_ok() {
+            if sink.commands.send(Command::Flush(done)).is_ok() {
                 let _ = wait.await;
             }
         }

@@ -17,6 +17,7 @@
 //! | `conveyor_driver_redeliveries_total` | counter | events received with an attempt above 1 |
 //! | `conveyor_driver_poison_messages_total` | counter | messages terminated as unprocessable |
 //! | `conveyor_driver_log_publish_failures_total` | counter | log lines not published or not persisted |
+//! | `conveyor_driver_log_lines_dropped_total` | counter | log lines dropped because the log buffer (`CONVEYOR_LOG_BUFFER`) was full |
 //! | `conveyor_driver_result_publish_failures_total` | counter | results not published (event naked) |
 //! | `conveyor_driver_consumer_pending` | gauge | `num_pending` of the consumer, polled |
 
@@ -64,6 +65,7 @@ pub(crate) struct Metrics {
     redeliveries: Counter,
     poison: Counter,
     log_publish_failures: Counter,
+    log_lines_dropped: Counter,
     result_publish_failures: Counter,
     consumer_pending: Gauge,
     connected: AtomicBool,
@@ -122,6 +124,12 @@ impl Metrics {
             "Log lines not published or not persisted",
             log_publish_failures.clone(),
         );
+        let log_lines_dropped = Counter::default();
+        registry.register(
+            "log_lines_dropped",
+            "Log lines dropped because the log buffer was full",
+            log_lines_dropped.clone(),
+        );
         let result_publish_failures = Counter::default();
         registry.register(
             "result_publish_failures",
@@ -146,6 +154,7 @@ impl Metrics {
             redeliveries,
             poison,
             log_publish_failures,
+            log_lines_dropped,
             result_publish_failures,
             consumer_pending,
             connected: AtomicBool::new(false),
@@ -184,6 +193,10 @@ impl Metrics {
 
     pub(crate) fn log_publish_failed(&self) {
         self.log_publish_failures.inc();
+    }
+
+    pub(crate) fn log_line_dropped(&self) {
+        self.log_lines_dropped.inc();
     }
 
     pub(crate) fn result_publish_failed(&self) {

@@ -85,6 +85,8 @@ pub(crate) enum Sink<'a> {
         client: &'a async_nats::Client,
         js: &'a async_nats::jetstream::Context,
         metrics: &'a Arc<crate::metrics::Metrics>,
+        /// The instance's bound on log lines in hand.
+        log_buffer: &'a Arc<crate::logger::LogBuffer>,
     },
     /// Kept in memory as they would be published (the test kit, `invoke`).
     Capture(Arc<Capture>),
@@ -171,7 +173,14 @@ impl<D: Driver> Pipeline<D> {
                 client,
                 js,
                 metrics,
-            } => Logger::publishing(context, client.clone(), js.clone(), Arc::clone(metrics)),
+                log_buffer,
+            } => Logger::publishing(
+                context,
+                client.clone(),
+                js.clone(),
+                Arc::clone(metrics),
+                Arc::clone(log_buffer),
+            ),
             Sink::Capture(capture) => Logger::capturing(context, capture),
         };
         let span = reconcile_span(&incoming.event, &logger);

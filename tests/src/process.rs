@@ -88,9 +88,9 @@ impl DriverProcess {
     pub fn start_with(name: &'static str, env: &[(&str, &str)], args: &[&str]) -> Self {
         let path = binaries().join(name);
         let mut child = command(name)
+            .env("RUST_LOG", "info")
             .envs(env.iter().copied())
             .args(args)
-            .env("RUST_LOG", "info")
             // A backtrace makes the first panic load the debug info (~100 MiB in a debug
             // build), which would swamp the memory measurements.
             .env_remove("RUST_BACKTRACE")
@@ -150,6 +150,13 @@ impl DriverProcess {
     pub fn rss_kib(&self) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
         let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    }
+
+    /// Its peak resident set size so far in KiB (`VmHWM`; `None` once it has exited).
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
         line.split_whitespace().nth(1)?.parse().ok()
     }
 

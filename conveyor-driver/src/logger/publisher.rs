@@ -1,16 +1,21 @@
 //! The per-run task publishing a logger's lines: in order, split to fit the server's
-//! `max_payload`, each with its `Nats-Msg-Id`, their acknowledgements tracked.
+//! `max_payload`, each with its `Nats-Msg-Id`, their acknowledgements tracked. A line's room
+//! in the log buffer is given back once JetStream acknowledged it (or it failed for good), so
+//! the bound covers what waits in the NATS client too.
 
 use std::future::IntoFuture;
 use std::sync::Arc;
 
 use async_nats::jetstream;
 use bytes::Bytes;
+use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesUnordered;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use tokio::sync::mpsc;
 
-use super::{entry, Command, Line, RunContext};
+use chrono::{SecondsFormat, Utc};
+
+use super::{entry, Command, Line, LogBuffer, RunContext};
 use crate::metrics::Metrics;
 use crate::sizing;
 use crate::wire::{subjects, LogEntry};
@@ -18,6 +23,7 @@ use crate::wire::{subjects, LogEntry};
 /// The per-run task that publishes log lines in order and tracks their acknowledgements.
 pub(super) struct Publisher {
     pub(super) metrics: Arc<Metrics>,
+    pub(super) buffer: Arc<LogBuffer>,
     pub(super) context: RunContext,
     pub(super) client: async_nats::Client,
     pub(super) js: jetstream::Context,
@@ -27,8 +33,9 @@ pub(super) struct Publisher {
     pub(super) lines: u64,
 }
 
-/// A line's PubAck, being awaited.
-type Ack = <jetstream::context::PublishAckFuture as IntoFuture>::IntoFuture;
+/// A line's PubAck, being awaited, with the bytes of log buffer it gives back.
+type Ack = BoxFuture<'static, (PublishResult, usize)>;
+type PublishResult = Result<jetstream::publish::PublishAck, jetstream::context::PublishError>;
 
 impl Publisher {
     pub(super) async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
@@ -37,24 +44,49 @@ impl Publisher {
             tokio::select! {
                 command = commands.recv() => match command {
                     Some(Command::Line(line)) => self.publish(line, &mut acks).await,
+                    Some(Command::Dropped(count)) => self.publish_dropped(count, &mut acks).await,
                     Some(Command::Flush(done)) => {
-                        while let Some(result) = acks.next().await {
-                            self.report(result);
+                        while let Some(acked) = acks.next().await {
+                            self.report(acked);
                         }
                         let _ = done.send(());
                     }
                     None => break,
                 },
-                Some(result) = acks.next(), if !acks.is_empty() => self.report(result),
+                Some(acked) = acks.next(), if !acks.is_empty() => self.report(acked),
             }
         }
-        while let Some(result) = acks.next().await {
-            self.report(result);
+        while let Some(acked) = acks.next().await {
+            self.report(acked);
         }
     }
 
-    /// Publishes `line`, split into consecutive lines when it does not fit in one message.
+    /// Publishes the line saying that `count` lines were dropped here (outside the buffer's
+    /// bound: it is small, and it is what tells the reader that lines are missing).
+    async fn publish_dropped(&mut self, count: u64, acks: &mut FuturesUnordered<Ack>) {
+        let limit = self.buffer.limit();
+        tracing::warn!(run_id = %self.context.run_id, count, limit, "log lines dropped: the log buffer was full");
+        let message = format!(
+            "{count} log lines dropped here: the log buffer of {limit} bytes was full (NATS was not taking the lines as fast as they came)"
+        );
+        let line = Line {
+            message,
+            labels: Vec::new(),
+            timestamp: Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true),
+        };
+        self.publish_pieces(line, 0, acks).await;
+    }
+
+    /// Publishes `line`, which holds its bytes of the log buffer.
     async fn publish(&mut self, line: Line, acks: &mut FuturesUnordered<Ack>) {
+        let held = line.bytes();
+        self.publish_pieces(line, held, acks).await;
+    }
+
+    /// Publishes `line`, split into consecutive lines when it does not fit in one message;
+    /// each piece's ack gives back its part of the `held` buffer bytes.
+    async fn publish_pieces(&mut self, line: Line, held: usize, acks: &mut FuturesUnordered<Ack>) {
+        let mut held = Held(Arc::clone(&self.buffer), held);
         let Line {
             message,
             mut labels,
@@ -74,8 +106,11 @@ impl Publisher {
         }
         for piece in sizing::split(&message, budget) {
             let entry = entry(&self.context, timestamp.clone(), piece.to_owned());
+            let bytes = held.part(piece.len());
             if let Some(ack) = self.publish_one(&entry, &labels).await {
-                acks.push(ack.into_future());
+                acks.push(ack.into_future().map(move |result| (result, bytes)).boxed());
+            } else {
+                self.buffer.give_back(bytes);
             }
         }
     }
@@ -142,13 +177,30 @@ impl Publisher {
         }
     }
 
-    fn report(
-        &self,
-        result: Result<jetstream::publish::PublishAck, jetstream::context::PublishError>,
-    ) {
+    fn report(&self, (result, bytes): (PublishResult, usize)) {
+        self.buffer.give_back(bytes);
         if let Err(err) = result {
             self.metrics.log_publish_failed();
             tracing::warn!(run_id = %self.context.run_id, error = %err, "log line not persisted");
         }
+    }
+}
+
+/// Bytes of the log buffer a line holds, handed to its pieces' acks as they are published;
+/// what no piece took is given back when the line is done.
+struct Held(Arc<LogBuffer>, usize);
+
+impl Held {
+    /// Up to `bytes` of what is held, for one piece.
+    fn part(&mut self, bytes: usize) -> usize {
+        let part = bytes.min(self.1);
+        self.1 -= part;
+        part
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.give_back(self.1);
     }
 }

@@ -8,6 +8,7 @@
 mod connect;
 mod ordering;
 mod process;
+mod protocol;
 mod pull;
 mod runner;
 pub(crate) mod setup;
@@ -23,12 +24,12 @@ use crate::client::Client;
 use crate::config::Config;
 use crate::driver::Driver;
 use crate::error::Error;
+use crate::logger::LogBuffer;
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::wire::subjects;
 
-#[cfg(feature = "metrics")]
-use runner::AbortOnDrop;
+use protocol::AbortOnDrop;
 use runner::Runner;
 use signals::Shutdown;
 
@@ -232,27 +233,32 @@ impl<D: Driver> DriverManager<D> {
     /// [`ShutdownHandle::shutdown`]; then finishes in-flight events and returns `Ok`.
     ///
     /// NATS outages are waited out (unlimited reconnects), as is a missing `messages` stream.
+    ///
+    /// The NATS protocol runs on a thread of its own, reconciles on the calling runtime: a
+    /// reconcile that blocks its thread cannot stop the heartbeats of the others. Dropping the
+    /// returned future shuts the manager down at once ([`ShutdownHandle::shutdown_now`]).
     pub async fn run(self) -> Result<(), Error> {
+        let shutdown = self.shutdown_handle();
+        protocol::on_own_thread(shutdown, move |user| self.serve(user)).await
+    }
+
+    /// The body of [`run`](Self::run), on the protocol thread; reconciles go to `user`.
+    async fn serve(self, user: tokio::runtime::Handle) -> Result<(), Error> {
         let mut shutdown = self.watch_shutdown()?;
         let config = self.config();
         #[cfg(feature = "metrics")]
-        let _server = AbortOnDrop(match config.metrics_addr {
-            Some(addr) => Some(
+        let _server = match config.metrics_addr {
+            Some(addr) => Some(AbortOnDrop(
                 crate::metrics::serve(addr, Arc::clone(&self.metrics))
                     .await
                     .map_err(|source| Error::Metrics { addr, source })?,
-            ),
+            )),
             None => None,
-        });
+        };
         let Some(bound) = self.bind(&mut shutdown).await? else {
             return Ok(());
         };
         self.metrics.set_bound(true);
-        #[cfg(feature = "metrics")]
-        let _poll = AbortOnDrop(config.metrics_addr.is_some().then(|| {
-            let consumer = bound.consumer.clone();
-            tokio::spawn(runner::poll_pending(consumer, Arc::clone(&self.metrics)))
-        }));
         tracing::info!(
             driver = %self.name(),
             subjects = ?bound.consumer_config.filter_subjects,
@@ -264,6 +270,9 @@ impl<D: Driver> DriverManager<D> {
         let (abort_tx, abort) = watch::channel(false);
         let shared = Arc::new(process::Shared {
             running: Semaphore::new(config.concurrency),
+            user,
+            ack_wait: process::AckWait::new(bound.consumer.cached_info().config.ack_wait),
+            log_buffer: LogBuffer::new(config.log_buffer),
             pipeline: self.pipeline,
             client: bound.client.clone(),
             js: bound.js,
@@ -271,6 +280,10 @@ impl<D: Driver> DriverManager<D> {
             #[cfg(feature = "client")]
             api: self.api,
         });
+        let _poll = AbortOnDrop(tokio::spawn(runner::poll_consumer(
+            bound.consumer.clone(),
+            Arc::clone(&shared),
+        )));
         let mut runner = Runner::new(shared, abort);
         runner
             .consume(bound.consumer, bound.consumer_config, &mut shutdown)

@@ -4,12 +4,19 @@
 //! The dispatcher calls [`Ordering::enter`] in arrival order; each event's [`Turn`] waits for
 //! the previous event of its resource to finish. The map only holds resources with an event in
 //! flight, so it does not grow with the number of resources ever seen.
+//!
+//! An event waiting for its turn holds no pull slot, so one busy resource cannot fill the
+//! instance and starve the others: the slot of the event running now is handed on to the
+//! next event of its resource when it ends ([`TurnGuard::hold`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, OwnedSemaphorePermit};
+
+/// What an ending event hands to the next event of its resource: its pull slot.
+type Slot = Option<OwnedSemaphorePermit>;
 
 #[derive(Default, Clone)]
 pub(super) struct Ordering {
@@ -21,20 +28,22 @@ pub(super) struct Ordering {
 /// The last event queued for a resource: its ticket, and a receiver that completes when it ends.
 struct Tail {
     ticket: u64,
-    done: oneshot::Receiver<()>,
+    done: oneshot::Receiver<Slot>,
 }
 
 /// An event's place in its resource's queue.
 pub(super) struct Turn {
-    previous: Option<oneshot::Receiver<()>>,
+    previous: Option<oneshot::Receiver<Slot>>,
     guard: TurnGuard,
 }
 
-/// Signals the next event of the resource when dropped, however the event ends.
+/// Signals the next event of the resource when dropped, however the event ends, handing it
+/// the slot this event holds.
 pub(super) struct TurnGuard {
     key: String,
     ticket: u64,
-    _done: oneshot::Sender<()>,
+    done: Option<oneshot::Sender<Slot>>,
+    slot: Slot,
     tails: Arc<Mutex<HashMap<String, Tail>>>,
 }
 
@@ -59,7 +68,8 @@ impl Ordering {
             guard: TurnGuard {
                 key,
                 ticket,
-                _done: done_tx,
+                done: Some(done_tx),
+                slot: None,
                 tails: Arc::clone(&self.tails),
             },
         }
@@ -72,13 +82,29 @@ impl Ordering {
 }
 
 impl Turn {
-    /// Waits until every earlier event of the resource has finished.
-    pub(super) async fn wait(self) -> TurnGuard {
-        if let Some(previous) = self.previous {
-            // An error only means the previous event's guard was dropped: it has finished.
-            let _ = previous.await;
-        }
-        self.guard
+    /// Whether an earlier event of the resource is still in flight.
+    pub(super) fn must_wait(&self) -> bool {
+        self.previous.is_some()
+    }
+
+    /// Waits until every earlier event of the resource has finished; returns the guard and
+    /// the slot the previous event handed on, if any.
+    pub(super) async fn wait(self) -> (TurnGuard, Slot) {
+        let handed = match self.previous {
+            // An error only means the previous event's guard went without a send: it has
+            // finished.
+            Some(previous) => previous.await.ok().flatten(),
+            None => None,
+        };
+        (self.guard, handed)
+    }
+}
+
+impl TurnGuard {
+    /// Keeps `slot` until this event ends, then hands it to the resource's next event (or
+    /// back to the pool when there is none).
+    pub(super) fn hold(&mut self, slot: Slot) {
+        self.slot = slot;
     }
 }
 
@@ -93,6 +119,12 @@ impl Drop for TurnGuard {
             .is_some_and(|tail| tail.ticket == self.ticket)
         {
             tails.remove(&self.key);
+        }
+        // Under the lock, so that an event entering now either finds the tail (and will get
+        // the slot) or not (and the slot goes back to the pool).
+        if let Some(done) = self.done.take() {
+            // No receiver: no next event; the slot is dropped back to its pool.
+            let _ = done.send(self.slot.take());
         }
     }
 }
@@ -113,7 +145,7 @@ mod tests {
         let spawn = |turn: Turn, name: &'static str, sleep: u64| {
             let log = Arc::clone(&log);
             tokio::spawn(async move {
-                let _guard = turn.wait().await;
+                let _guard = turn.wait().await.0;
                 log.lock().unwrap().push(format!("{name} start"));
                 tokio::time::sleep(Duration::from_millis(sleep)).await;
                 log.lock().unwrap().push(format!("{name} end"));
@@ -149,5 +181,33 @@ mod tests {
             .unwrap();
         drop(guard);
         assert_eq!(ordering.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn the_slot_passes_to_the_next_event_of_the_resource_or_back_to_the_pool() {
+        let pool = Arc::new(tokio::sync::Semaphore::new(2));
+        let ordering = Ordering::default();
+        let first = ordering.enter("k".into());
+        let second = ordering.enter("k".into());
+        assert!(!first.must_wait());
+        assert!(second.must_wait());
+        let (mut guard, handed) = first.wait().await;
+        assert!(handed.is_none());
+        guard.hold(Some(Arc::clone(&pool).acquire_owned().await.unwrap()));
+        assert_eq!(pool.available_permits(), 1);
+        drop(guard);
+        assert_eq!(pool.available_permits(), 1, "handed on, not returned");
+        let (mut guard, handed) = second.wait().await;
+        assert!(
+            handed.is_some(),
+            "the second event got the first one's slot"
+        );
+        guard.hold(handed);
+        drop(guard);
+        assert_eq!(
+            pool.available_permits(),
+            2,
+            "no next event: back to the pool"
+        );
     }
 }

@@ -2,28 +2,34 @@
 //! panics), flush the run log, publish the result and wait for its PubAck, then settle the
 //! message. In-progress acknowledgements keep the event ours while this runs.
 //!
+//! All of it runs on the protocol thread except the reconcile itself, which runs on the
+//! user's runtime: a reconcile blocking its thread delays only itself, never the heartbeats.
+//!
 //! A result must fit the server's `max_payload`: one that does not is replaced, on the same
 //! attempt, by a failed result saying so, since redelivering the event would only run the
 //! work again. Each publish carries the run's result `Nats-Msg-Id`, so JetStream stores one
 //! result however often it is published (retries, redeliveries).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind};
 use async_nats::HeaderMap;
-use tokio::sync::watch;
+use tokio::sync::{watch, OwnedSemaphorePermit};
 use tracing::Instrument;
 
 #[cfg(feature = "client")]
 use crate::client::Client;
 use crate::driver::Driver;
-use crate::metrics::Metrics;
+use crate::logger::LogBuffer;
+use crate::metrics::{Counted, Metrics};
 use crate::pipeline::{Incoming, Outcome, Pipeline, Run, Sink};
 use crate::sizing::{self, Headers};
 use crate::wire::{subjects, Received, ResultEnvelope};
 
 use super::ordering::Turn;
+use super::protocol::AbortOnDrop;
 
 /// What every event task shares.
 pub(super) struct Shared<D> {
@@ -33,6 +39,12 @@ pub(super) struct Shared<D> {
     pub(super) metrics: Arc<Metrics>,
     /// One permit per reconcile that may run at once; events prefetched beyond it wait here.
     pub(super) running: tokio::sync::Semaphore,
+    /// The runtime reconciles run on: the one that called `run`.
+    pub(super) user: tokio::runtime::Handle,
+    /// The consumer's `ack_wait` as the server has it, which sets the heartbeat period.
+    pub(super) ack_wait: AckWait,
+    /// The bound on log lines in hand, over all runs.
+    pub(super) log_buffer: Arc<LogBuffer>,
     /// The API client handed to every event, when an API URL is configured.
     #[cfg(feature = "client")]
     pub(super) api: Option<Client>,
@@ -44,6 +56,9 @@ pub(super) struct Task<D> {
     pub(super) message: jetstream::Message,
     pub(super) received: Received,
     pub(super) turn: Turn,
+    /// The event's pull slot; `None` while it waits for its resource's turn (the slot of the
+    /// event before it is handed on to it).
+    pub(super) slot: Option<OwnedSemaphorePermit>,
     pub(super) abort: watch::Receiver<bool>,
     pub(super) stopping: watch::Receiver<bool>,
 }
@@ -55,6 +70,7 @@ impl<D: Driver> Task<D> {
             message,
             received,
             turn,
+            slot,
             mut abort,
             stopping,
         } = self;
@@ -77,19 +93,21 @@ impl<D: Driver> Task<D> {
             client: &shared.client,
             js: &shared.js,
             metrics: &shared.metrics,
+            log_buffer: &shared.log_buffer,
         };
         let run = shared.pipeline.start(incoming, sink);
         let span = run.span.clone();
-        let work = handle(&shared, run, (attempt, &msg_id), turn, stopping).instrument(span);
+        let place = (turn, slot);
+        let work = handle(&shared, run, (attempt, &msg_id), place, stopping).instrument(span);
         tokio::pin!(work);
-        let period = shared.pipeline.config().ack_wait / 3;
-        let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         let kind = loop {
+            // Read each time: the server's `ack_wait` can change while the event runs.
+            let beat = tokio::time::sleep(shared.ack_wait.heartbeat());
             tokio::select! {
                 biased;
                 kind = &mut work => break kind,
                 _ = aborted(&mut abort) => break AckKind::Nak(None),
-                _ = progress.tick() => {
+                () = beat => {
                     if let Err(err) = message.ack_with(AckKind::Progress).await {
                         tracing::debug!(error = %err, "in-progress acknowledgement not sent");
                     }
@@ -107,21 +125,24 @@ async fn aborted(abort: &mut watch::Receiver<bool>) {
 }
 
 /// Runs the event to the point where its acknowledgement is known. `delivery` is the
-/// delivery attempt and the result's `Nats-Msg-Id`.
+/// delivery attempt and the result's `Nats-Msg-Id`; `place` its resource's turn and its pull
+/// slot, if it has one yet.
 async fn handle<D: Driver>(
-    shared: &Shared<D>,
+    shared: &Arc<Shared<D>>,
     run: Run,
     delivery: (u64, &str),
-    turn: Turn,
+    (turn, slot): (Turn, Option<OwnedSemaphorePermit>),
     mut stopping: watch::Receiver<bool>,
 ) -> AckKind {
     let waiting = shared.metrics.waiting();
-    let _turn = tokio::select! {
+    let (mut turn, handed) = tokio::select! {
         biased;
         turn = turn.wait() => turn,
         // Waiting for an earlier event of its resource: after SIGTERM nothing new starts.
         _ = stopping.wait_for(|stopping| *stopping) => return AckKind::Nak(None),
     };
+    // Passed on to the resource's next event when this one ends.
+    turn.hold(slot.or(handed));
     let _running = tokio::select! {
         biased;
         permit = shared.running.acquire() => permit,
@@ -132,7 +153,9 @@ async fn handle<D: Driver>(
     let _in_flight = shared.metrics.in_flight();
     let logger = run.logger.clone();
     let started = std::time::Instant::now();
-    let (outcome, counted) = shared.pipeline.reconcile(run).await;
+    let Some((outcome, counted)) = reconcile(shared, run).await else {
+        return AckKind::Nak(Some(shared.pipeline.config().backoff(delivery.0)));
+    };
     shared.metrics.reconciled(counted, started.elapsed());
     logger.flush().await;
     match outcome {
@@ -142,9 +165,49 @@ async fn handle<D: Driver>(
     }
 }
 
+/// Reconciles on the user's runtime. `None` if the reconcile's task ended without an outcome
+/// (the runtime shutting down under it; panics in the driver are caught inside).
+async fn reconcile<D: Driver>(shared: &Arc<Shared<D>>, run: Run) -> Option<(Outcome, Counted)> {
+    let on_user = Arc::clone(shared);
+    let mut task = AbortOnDrop(
+        shared
+            .user
+            .spawn(async move { on_user.pipeline.reconcile(run).await }),
+    );
+    match task.join().await {
+        Ok(done) => Some(done),
+        Err(err) => {
+            tracing::error!(error = %err, "reconcile ended without an outcome; the event will come back");
+            None
+        }
+    }
+}
+
+/// The consumer's `ack_wait` as last read from the server.
+pub(super) struct AckWait(AtomicU64);
+
+impl AckWait {
+    pub(super) fn new(ack_wait: Duration) -> Self {
+        let this = Self(AtomicU64::new(0));
+        this.set(ack_wait);
+        this
+    }
+
+    pub(super) fn set(&self, ack_wait: Duration) {
+        let millis = u64::try_from(ack_wait.as_millis()).unwrap_or(u64::MAX);
+        self.0.store(millis, Ordering::Relaxed);
+    }
+
+    /// A third of `ack_wait`: two heartbeats can be lost before JetStream redelivers.
+    pub(super) fn heartbeat(&self) -> Duration {
+        let millis = self.0.load(Ordering::Relaxed).max(3);
+        Duration::from_millis(millis) / 3
+    }
+}
+
 /// Publishes the result (or what replaces it when it is too large) and says how to settle.
 async fn deliver<D: Driver>(
-    shared: &Shared<D>,
+    shared: &Arc<Shared<D>>,
     envelope: ResultEnvelope,
     (attempt, msg_id): (u64, &str),
 ) -> AckKind {

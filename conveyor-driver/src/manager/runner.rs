@@ -10,8 +10,6 @@ use tokio::task::JoinSet;
 
 use crate::driver::Driver;
 use crate::error::Error;
-#[cfg(feature = "metrics")]
-use crate::metrics::Metrics;
 use crate::wire::Received;
 
 use super::ordering::Ordering;
@@ -190,18 +188,19 @@ impl<D: Driver> Runner<D> {
         let turn = self
             .ordering
             .enter(format!("{}/{}", resource.resource, resource.name));
+        // An event that must wait for its resource's turn gives its slot back at once, so
+        // that other resources keep flowing; it gets the slot of the event before it.
+        let slot = (!turn.must_wait()).then_some(permit);
         let task = Task {
             shared: Arc::clone(&self.shared),
             message,
             received,
             turn,
+            slot,
             abort: self.abort.clone(),
             stopping: self.stopping.subscribe(),
         };
-        self.tasks.spawn(async move {
-            task.run().await;
-            drop(permit);
-        });
+        self.tasks.spawn(task.run());
     }
 
     /// Waits for in-flight events up to the shutdown timeout (or until `now`), then hands the
@@ -271,31 +270,21 @@ async fn settle_with_permit(
     settle(message, kind).await;
 }
 
-/// Aborts the task (if any) when dropped.
-#[cfg(feature = "metrics")]
-pub(super) struct AbortOnDrop(pub(super) Option<tokio::task::JoinHandle<()>>);
+/// How often the consumer's state is read from the server.
+const CONSUMER_POLL: Duration = Duration::from_secs(5);
 
-#[cfg(feature = "metrics")]
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        if let Some(task) = &self.0 {
-            task.abort();
-        }
-    }
-}
-
-/// How often the consumer's pending count is polled for the metrics.
-#[cfg(feature = "metrics")]
-const PENDING_POLL: Duration = Duration::from_secs(5);
-
-/// Keeps `conveyor_driver_consumer_pending` up to date.
-#[cfg(feature = "metrics")]
-pub(super) async fn poll_pending(mut consumer: PullConsumer, metrics: Arc<Metrics>) {
+/// Keeps `conveyor_driver_consumer_pending` and the heartbeat period up to date: another
+/// instance (or an operator) may change the consumer's `ack_wait`, and heartbeats must follow
+/// the server's value, not this instance's setting.
+pub(super) async fn poll_consumer<D>(mut consumer: PullConsumer, shared: Arc<Shared<D>>) {
     loop {
         match consumer.info().await {
-            Ok(info) => metrics.set_pending(info.num_pending),
+            Ok(info) => {
+                shared.metrics.set_pending(info.num_pending);
+                shared.ack_wait.set(info.config.ack_wait);
+            }
             Err(err) => tracing::debug!(error = %err, "consumer info not available"),
         }
-        tokio::time::sleep(PENDING_POLL).await;
+        tokio::time::sleep(CONSUMER_POLL).await;
     }
 }

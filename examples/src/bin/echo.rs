@@ -7,6 +7,8 @@
 //!   bytes long (a number, default 80): `echo line <i> ` (`i` from 0) padded with `x` (cut
 //!   to `log_bytes` when shorter than that prefix);
 //! - `sleep_ms` (a number) sleeps that long;
+//! - `block_ms` (a number) blocks its thread that long with `std::thread::sleep`, on purpose:
+//!   it stands for the blocking calls CI tools make (`Command::output`, sync HTTP clients);
 //! - `trace: true` emits a `tracing::info!` event (the tracing bridge makes it a run log line);
 //! - `panic: true` panics; `fail: true` fails with a message containing `asked to fail`;
 //! - `api_health: true` asks the Conveyor API (`--api-url`) for its health and succeeds with
@@ -43,6 +45,10 @@ async fn echo(
     if let Some(ms) = spec.get("sleep_ms").and_then(Value::as_u64) {
         log.log(format!("echo: sleeping {ms} ms"));
         tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    if let Some(ms) = spec.get("block_ms").and_then(Value::as_u64) {
+        log.log(format!("echo: blocking its thread {ms} ms"));
+        std::thread::sleep(Duration::from_millis(ms));
     }
     if spec.get("trace").and_then(Value::as_bool) == Some(true) {
         tracing::info!(resource = %event.resource.name, "echo: traced");
