@@ -418,3 +418,27 @@ async fn a_log_flood_during_a_nats_outage_stays_within_the_memory_bound() {
         "peak RSS {peak} KiB over the bound of {FLOOD_RSS_BOUND_KIB} KiB"
     );
 }
+
+#[tokio::test]
+async fn heartbeats_follow_the_ack_wait_the_server_has() {
+    let server = NatsServer::start();
+    // echo binds the consumer with a 30 s ack wait (heartbeats every 10 s) ...
+    let (conveyor, mut tap, _driver) = echo_with(&server, 2, &[("CONVEYOR_ACK_WAIT", "30s")]).await;
+    // ... then another party (an instance configured differently, an operator) lowers it.
+    let stream = conveyor.js.get_stream("messages").await.expect("stream");
+    let mut config = conveyor.consumer("echo").await.config;
+    config.ack_wait = Duration::from_secs(2);
+    stream
+        .create_consumer(config)
+        .await
+        .expect("consumer updated");
+    // echo reads the consumer's state every 5 s.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let run_id = create(&conveyor, "long", json!({"sleep_ms": 7000}), "msg-long").await;
+    let result = tap.result(&run_id).await;
+    assert_eq!(result["driverresult"]["success"], true);
+    tap.settle(Duration::from_secs(3)).await;
+    assert_eq!(reconciles(&tap, &run_id), 1, "reconciled once");
+    let consumer = conveyor.consumer("echo").await;
+    assert_eq!(consumer.num_redelivered, 0, "no redelivery");
+}
