@@ -26,6 +26,9 @@ pub enum Error {
     #[cfg(feature = "client")]
     #[error("cannot set up the Conveyor API client: {0}")]
     ApiClient(#[source] crate::ClientError),
+    /// The driver's start-up hook failed, or it was given a state it does not take.
+    #[error(transparent)]
+    Start(#[from] crate::StartError),
     /// The driver declares no resource, so it would receive nothing.
     #[error("driver {0:?} declares no resources")]
     NoResources(String),

@@ -25,6 +25,7 @@ use crate::driver::Driver;
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
+use crate::state::{self, SharedState};
 use crate::wire::subjects;
 
 #[cfg(feature = "metrics")]
@@ -125,6 +126,55 @@ impl<D: Driver> DriverManager<D> {
             #[cfg(feature = "client")]
             api,
         })
+    }
+
+    /// Gives the driver its state, the value its `State<T>` parameters share, instead of
+    /// running its start-up hook (`#[driver(state = …)]`): for a `main` that builds it itself,
+    /// or shares one value between managers. [`run`](Self::run) fails at once when `state` is
+    /// not the type the driver takes.
+    ///
+    /// ```no_run
+    /// use conveyor_driver::prelude::*;
+    ///
+    /// struct Registry { url: String }
+    ///
+    /// async fn connect(_: &Config) -> Result<Registry, std::io::Error> {
+    ///     Ok(Registry { url: "https://registry.internal".into() })
+    /// }
+    ///
+    /// #[driver(name = "pusher", resources = ["image"], state = connect, main = false)]
+    /// async fn push(registry: State<Registry>, log: Logger) {
+    ///     log.log(format!("pushing to {}", registry.url));
+    /// }
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    ///     let registry = Registry { url: std::env::var("REGISTRY_URL")? };
+    ///     DriverManager::new(PusherDriver, Config::from_env()?)?
+    ///         .with_state(registry)
+    ///         .run()
+    ///         .await?;
+    ///     Ok(())
+    /// }
+    /// ```
+    #[must_use]
+    pub fn with_state<T: Send + Sync + 'static>(mut self, state: T) -> Self {
+        self.pipeline.set_state(Some(SharedState::new(state)));
+        self
+    }
+
+    /// Runs the driver's start-up hook, unless it was given a state; `false` if shutdown came
+    /// first.
+    async fn start(&mut self, shutdown: &mut Shutdown) -> Result<bool, Error> {
+        let hook = self.driver().state_hook();
+        let given = self.pipeline.state().cloned();
+        let settle = state::settle(self.name(), hook, given, self.config());
+        let state = tokio::select! {
+            _ = shutdown.requested() => return Ok(false),
+            state = settle => state?,
+        };
+        self.pipeline.set_state(state);
+        Ok(true)
     }
 
     /// The driver.
@@ -228,12 +278,17 @@ impl<D: Driver> DriverManager<D> {
         self.consumer_config().filter_subjects
     }
 
-    /// Connects, binds the consumer and processes events until a shutdown signal or
-    /// [`ShutdownHandle::shutdown`]; then finishes in-flight events and returns `Ok`.
+    /// Runs the driver's start-up hook (see [`Driver::state_hook`]), connects, binds the
+    /// consumer and processes events until a shutdown signal or [`ShutdownHandle::shutdown`];
+    /// then finishes in-flight events and returns `Ok`.
     ///
     /// NATS outages are waited out (unlimited reconnects), as is a missing `messages` stream.
-    pub async fn run(self) -> Result<(), Error> {
+    /// A failing start-up hook is an error at once ([`Error::Start`]).
+    pub async fn run(mut self) -> Result<(), Error> {
         let mut shutdown = self.watch_shutdown()?;
+        if !self.start(&mut shutdown).await? {
+            return Ok(());
+        }
         let config = self.config();
         #[cfg(feature = "metrics")]
         let _server = AbortOnDrop(match config.metrics_addr {
