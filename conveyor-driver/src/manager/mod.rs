@@ -122,7 +122,7 @@ impl<D: Driver> DriverManager<D> {
             pipeline: Pipeline::new(driver, config),
             resources,
             shutdown: ShutdownHandle::new(),
-            metrics: Metrics::new(),
+            metrics: Metrics::new(&name),
             #[cfg(feature = "client")]
             api,
         })
