@@ -113,6 +113,11 @@ impl StateHook {
         &self.type_name
     }
 
+    /// Whether `state` is of the type this hook builds.
+    pub(crate) fn builds(&self, state: &SharedState) -> bool {
+        self.state_type == state.type_id
+    }
+
     /// Runs the hook for `driver`; a panic in it is an error too.
     pub(crate) async fn run(
         &self,
@@ -230,7 +235,7 @@ pub(crate) async fn settle(
     match (hook, given) {
         (None, None) => Ok(None),
         (Some(hook), None) => hook.run(driver, config).await.map(Some),
-        (Some(hook), Some(given)) if hook.state_type == given.type_id => Ok(Some(given)),
+        (Some(hook), Some(given)) if hook.builds(&given) => Ok(Some(given)),
         (Some(hook), Some(given)) => Err(StartError::WrongState {
             driver: driver.to_owned(),
             expected: hook.type_name,

@@ -10,6 +10,7 @@ mod ordering;
 mod process;
 mod pull;
 mod runner;
+mod set;
 pub(crate) mod setup;
 mod signals;
 
@@ -32,6 +33,8 @@ use crate::wire::subjects;
 use runner::AbortOnDrop;
 use runner::Runner;
 use signals::Shutdown;
+
+pub use set::DriverSet;
 
 /// Runs a [`Driver`]: consumes its events from JetStream and reconciles them.
 ///
@@ -241,14 +244,27 @@ impl<D: Driver> DriverManager<D> {
     /// The prologue of [`run`](Self::run) and [`register`](Self::register): connects, waits
     /// for the `messages` stream and binds the consumer. `None` if shutdown came first.
     async fn bind(&self, shutdown: &mut Shutdown) -> Result<Option<Bound>, Error> {
-        let config = self.config();
-        let Some(client) = connect::connect(config, self.name(), &self.metrics, shutdown).await?
-        else {
-            return Ok(None);
-        };
+        match self.connect(shutdown).await? {
+            Some(client) => self.bind_on(client, shutdown).await,
+            None => Ok(None),
+        }
+    }
+
+    /// Connects to NATS; `None` if shutdown came first.
+    async fn connect(&self, shutdown: &mut Shutdown) -> Result<Option<async_nats::Client>, Error> {
+        connect::connect(self.config(), self.name(), &self.metrics, shutdown).await
+    }
+
+    /// Waits for the `messages` stream and binds the consumer on `client`. `None` if shutdown
+    /// came first.
+    async fn bind_on(
+        &self,
+        client: async_nats::Client,
+        shutdown: &mut Shutdown,
+    ) -> Result<Option<Bound>, Error> {
         let js = jetstream::new(client.clone());
         let consumer_config = self.consumer_config();
-        match setup::bind_consumer(&js, consumer_config.clone(), config, shutdown).await? {
+        match setup::bind_consumer(&js, consumer_config.clone(), self.config(), shutdown).await? {
             Some(consumer) => Ok(Some(Bound {
                 client,
                 js,
@@ -289,19 +305,29 @@ impl<D: Driver> DriverManager<D> {
         if !self.start(&mut shutdown).await? {
             return Ok(());
         }
-        let config = self.config();
         #[cfg(feature = "metrics")]
-        let _server = AbortOnDrop(match config.metrics_addr {
-            Some(addr) => Some(
-                crate::metrics::serve(addr, Arc::clone(&self.metrics))
-                    .await
-                    .map_err(|source| Error::Metrics { addr, source })?,
-            ),
-            None => None,
-        });
-        let Some(bound) = self.bind(&mut shutdown).await? else {
+        let _server = serve_metrics(self.config(), &self.metrics).await?;
+        let Some(client) = self.connect(&mut shutdown).await? else {
             return Ok(());
         };
+        let now = self.shutdown.now.subscribe();
+        let served = self.serve(client.clone(), &mut shutdown, now).await;
+        drain(client).await;
+        served
+    }
+
+    /// Binds the consumer on `client` and processes events until shutdown, then finishes
+    /// in-flight events (up to the shutdown timeout, or until `now`).
+    async fn serve(
+        self,
+        client: async_nats::Client,
+        shutdown: &mut Shutdown,
+        now: watch::Receiver<bool>,
+    ) -> Result<(), Error> {
+        let Some(bound) = self.bind_on(client, shutdown).await? else {
+            return Ok(());
+        };
+        let config = self.config();
         self.metrics.set_bound(true);
         #[cfg(feature = "metrics")]
         let _poll = AbortOnDrop(config.metrics_addr.is_some().then(|| {
@@ -320,7 +346,7 @@ impl<D: Driver> DriverManager<D> {
         let shared = Arc::new(process::Shared {
             running: Semaphore::new(config.concurrency),
             pipeline: self.pipeline,
-            client: bound.client.clone(),
+            client: bound.client,
             js: bound.js,
             metrics: Arc::clone(&self.metrics),
             #[cfg(feature = "client")]
@@ -328,14 +354,26 @@ impl<D: Driver> DriverManager<D> {
         });
         let mut runner = Runner::new(shared, abort);
         runner
-            .consume(bound.consumer, bound.consumer_config, &mut shutdown)
+            .consume(bound.consumer, bound.consumer_config, shutdown)
             .await?;
-        runner.finish(abort_tx, self.shutdown.now.subscribe()).await;
+        runner.finish(abort_tx, now).await;
         self.metrics.set_bound(false);
-        drain(bound.client).await;
         tracing::info!(driver = %name, "driver stopped");
         Ok(())
     }
+}
+
+/// The metrics listener of [`Config::metrics_addr`], when one is set; it stops when dropped.
+#[cfg(feature = "metrics")]
+async fn serve_metrics(config: &Config, metrics: &Arc<Metrics>) -> Result<AbortOnDrop, Error> {
+    Ok(AbortOnDrop(match config.metrics_addr {
+        Some(addr) => Some(
+            crate::metrics::serve(addr, Arc::clone(metrics))
+                .await
+                .map_err(|source| Error::Metrics { addr, source })?,
+        ),
+        None => None,
+    }))
 }
 
 /// Drains the connection: what was published is flushed, then it closes. The flush comes
