@@ -34,6 +34,11 @@ pub type ReconcileResult = Result<DriverResult, ReconcileError>;
 ///     }
 /// }
 /// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a Conveyor CI driver",
+    label = "not a driver",
+    note = "a driver is the type `#[driver]` generates from a function (`#[driver(name = \"build\", …)]` gives `BuildDriver`), or a type implementing `conveyor_driver::Driver`"
+)]
 pub trait Driver: Send + Sync + 'static {
     /// The driver's name: durable consumer name, `driver` field of logs and results. A single
     /// NATS subject token.

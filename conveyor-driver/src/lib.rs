@@ -97,6 +97,7 @@ macro_rules! main {
         ::core::compile_error!(
             "`main!` takes the drivers to run, e.g. `conveyor_driver::main!(BuildDriver, TestDriver)`"
         );
+        fn main() {}
     };
     ($($driver:expr),+ $(,)?) => {
         fn main() -> ::std::process::ExitCode {
