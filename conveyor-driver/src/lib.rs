@@ -39,6 +39,11 @@
 
 #![warn(missing_docs)]
 
+/// The README's examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
+
 pub mod bridge;
 pub mod cli;
 #[cfg(feature = "client")]
