@@ -88,7 +88,11 @@ impl Registered {
     fn new() -> Self {
         let mut registry = Registry::with_prefix("conveyor_driver");
         let reconciles = Family::default();
-        registry.register("reconciles", "Finished reconciles by outcome", reconciles.clone());
+        registry.register(
+            "reconciles",
+            "Finished reconciles by outcome",
+            reconciles.clone(),
+        );
         let duration = Histograms::new_with_constructor(duration_histogram);
         registry.register(
             "reconcile_duration_seconds",
@@ -259,7 +263,9 @@ impl Metrics {
 
     /// The connection is shared by the drivers of a process.
     pub(crate) fn set_connected(&self, connected: bool) {
-        self.registered.connected.store(connected, Ordering::Relaxed);
+        self.registered
+            .connected
+            .store(connected, Ordering::Relaxed);
     }
 
     pub(crate) fn set_bound(&self, bound: bool) {
@@ -277,7 +283,8 @@ impl Metrics {
     fn ready(&self) -> bool {
         let registered = &self.registered;
         registered.connected.load(Ordering::Relaxed)
-            && registered.bound.load(Ordering::Relaxed) == registered.drivers.load(Ordering::Relaxed)
+            && registered.bound.load(Ordering::Relaxed)
+                == registered.drivers.load(Ordering::Relaxed)
     }
 
     /// Every driver's metrics.
@@ -395,30 +402,50 @@ mod tests {
             let _b = metrics.in_flight();
             let _c = metrics.waiting();
             let text = metrics.encode();
-            assert!(text.contains("conveyor_driver_in_flight{driver=\"builder\"} 2\n"), "{text}");
-            assert!(text.contains("conveyor_driver_waiting{driver=\"builder\"} 1\n"), "{text}");
+            assert!(
+                text.contains("conveyor_driver_in_flight{driver=\"builder\"} 2\n"),
+                "{text}"
+            );
+            assert!(
+                text.contains("conveyor_driver_waiting{driver=\"builder\"} 1\n"),
+                "{text}"
+            );
         }
         let text = metrics.encode();
         assert!(
-            text.contains(r#"conveyor_driver_reconciles_total{driver="builder",outcome="success"} 1"#),
+            text.contains(
+                r#"conveyor_driver_reconciles_total{driver="builder",outcome="success"} 1"#
+            ),
             "{text}"
         );
         assert!(
-            text.contains(r#"conveyor_driver_reconciles_total{driver="builder",outcome="panic"} 1"#),
+            text.contains(
+                r#"conveyor_driver_reconciles_total{driver="builder",outcome="panic"} 1"#
+            ),
             "{text}"
         );
         assert!(
-            text.contains(r#"conveyor_driver_reconciles_total{driver="builder",outcome="retry"} 0"#),
+            text.contains(
+                r#"conveyor_driver_reconciles_total{driver="builder",outcome="retry"} 0"#
+            ),
             "{text}"
         );
         assert!(
             text.contains(r#"conveyor_driver_poison_messages_total{driver="builder"} 1"#),
             "{text}"
         );
-        assert!(text.contains(r#"conveyor_driver_in_flight{driver="builder"} 0"#), "{text}");
-        assert!(text.contains(r#"conveyor_driver_waiting{driver="builder"} 0"#), "{text}");
         assert!(
-            text.contains(r#"conveyor_driver_reconcile_duration_seconds_count{driver="builder"} 2"#),
+            text.contains(r#"conveyor_driver_in_flight{driver="builder"} 0"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"conveyor_driver_waiting{driver="builder"} 0"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"conveyor_driver_reconcile_duration_seconds_count{driver="builder"} 2"#
+            ),
             "{text}"
         );
         assert!(!metrics.ready());
@@ -435,14 +462,24 @@ mod tests {
         test.reconciled(Counted::Failure, Duration::from_millis(1));
         let text = test.encode();
         assert_eq!(text, build.encode());
-        assert!(text.contains(r#"conveyor_driver_poison_messages_total{driver="build"} 1"#), "{text}");
-        assert!(text.contains(r#"conveyor_driver_poison_messages_total{driver="test"} 0"#), "{text}");
+        assert!(
+            text.contains(r#"conveyor_driver_poison_messages_total{driver="build"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"conveyor_driver_poison_messages_total{driver="test"} 0"#),
+            "{text}"
+        );
         assert!(
             text.contains(r#"conveyor_driver_reconciles_total{driver="test",outcome="failure"} 1"#),
             "{text}"
         );
         // Each metric is declared once.
-        assert_eq!(text.matches("# TYPE conveyor_driver_poison_messages counter").count(), 1);
+        assert_eq!(
+            text.matches("# TYPE conveyor_driver_poison_messages counter")
+                .count(),
+            1
+        );
         build.set_connected(true);
         build.set_bound(true);
         assert!(!build.ready(), "the consumer of `test` is not bound yet");

@@ -30,15 +30,18 @@ async fn send(conveyor: &Conveyor, driver: &str, event: &str, run_id: &str, reso
 /// The result of `driver` in run `run_id`.
 async fn result_of(tap: &mut Tap, run_id: &str, driver: &str) -> Value {
     let is_it = |seen: &Seen| {
-        seen.is_result()
-            && seen.run_id() == run_id
-            && seen.body["driverresult"]["driver"] == driver
+        seen.is_result() && seen.run_id() == run_id && seen.body["driverresult"]["driver"] == driver
     };
     tap.until(&format!("the result of {driver}"), |seen| {
         seen.iter().any(is_it)
     })
     .await;
-    tap.seen.iter().find(|seen| is_it(seen)).unwrap().body.clone()
+    tap.seen
+        .iter()
+        .find(|seen| is_it(seen))
+        .unwrap()
+        .body
+        .clone()
 }
 
 /// The engine's step: the envelope's resource, with the step's result stored in its metadata.
@@ -92,7 +95,10 @@ async fn fetch_then_build_in_one_binary_through_the_pipeline_engine() {
     send(&conveyor, "fetch", "create", &run_id, &resource).await;
     let fetched = result_of(&mut tap, &run_id, "fetch").await;
     assert_eq!(fetched["driverresult"]["success"], true, "{fetched}");
-    let checkout = fetched["driverresult"]["data"]["path"].as_str().unwrap().to_owned();
+    let checkout = fetched["driverresult"]["data"]["path"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert!(checkout.starts_with(&root), "{checkout}");
     assert_eq!(fetched["driverresult"]["data"]["files"], 2);
 
@@ -110,7 +116,9 @@ async fn fetch_then_build_in_one_binary_through_the_pipeline_engine() {
     let fetch_log = logged(&tap, &run_id, "fetch");
     assert_eq!(fetch_log.len(), 1, "{fetch_log:?}");
     assert!(
-        fetch_log[0].starts_with(&format!("fetched https://git.example/web.git into {checkout}")),
+        fetch_log[0].starts_with(&format!(
+            "fetched https://git.example/web.git into {checkout}"
+        )),
         "{fetch_log:?}"
     );
     assert_eq!(
@@ -130,12 +138,19 @@ async fn fetch_then_build_in_one_binary_through_the_pipeline_engine() {
         "both reconciles to be counted",
         |status, body| {
             status == 200
-                && body.contains(r#"conveyor_driver_reconciles_total{driver="fetch",outcome="success"} 1"#)
-                && body.contains(r#"conveyor_driver_reconciles_total{driver="build",outcome="success"} 1"#)
+                && body.contains(
+                    r#"conveyor_driver_reconciles_total{driver="fetch",outcome="success"} 1"#,
+                )
+                && body.contains(
+                    r#"conveyor_driver_reconciles_total{driver="build",outcome="success"} 1"#,
+                )
         },
     )
     .await;
-    assert!(metrics.contains(r#"conveyor_driver_in_flight{driver="build"} 0"#), "{metrics}");
+    assert!(
+        metrics.contains(r#"conveyor_driver_in_flight{driver="build"} 0"#),
+        "{metrics}"
+    );
     let output = process.output();
     assert_eq!(output.matches("workspace opened").count(), 1, "{output}");
 }
@@ -236,7 +251,9 @@ async fn a_driver_that_cannot_bind_is_named_and_the_other_keeps_working() {
     let output = process.output();
     let last = output.lines().last().unwrap_or_default();
     assert!(
-        last.starts_with("steps: error: driver `build`: JetStream refused to set up consumer build"),
+        last.starts_with(
+            "steps: error: driver `build`: JetStream refused to set up consumer build"
+        ),
         "{output}"
     );
     assert!(!last.contains("driver `fetch`"), "{last}");

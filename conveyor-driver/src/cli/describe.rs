@@ -8,7 +8,10 @@ use crate::wire::subjects;
 
 /// Prints `document`.
 pub(super) fn print(document: &Value) {
-    println!("{}", serde_json::to_string_pretty(document).unwrap_or_default());
+    println!(
+        "{}",
+        serde_json::to_string_pretty(document).unwrap_or_default()
+    );
 }
 
 /// The document of `manager`.

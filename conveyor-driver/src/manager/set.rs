@@ -119,7 +119,11 @@ impl DriverSet {
         }
         #[cfg(feature = "metrics")]
         let _server = super::serve_metrics(&config, &metrics).await?;
-        let names = members.iter().map(|member| member.name()).collect::<Vec<_>>().join(",");
+        let names = members
+            .iter()
+            .map(|member| member.name())
+            .collect::<Vec<_>>()
+            .join(",");
         let connected = super::connect::connect(&config, &names, &metrics, &mut shutdown);
         let Some(client) = connected.await? else {
             return Ok(());
@@ -148,7 +152,11 @@ impl DriverSet {
         let members = configure(self.drivers, &config)?;
         let metrics = Metrics::new("register");
         let mut shutdown = Shutdown(self.shutdown.graceful.subscribe());
-        let names = members.iter().map(|member| member.name()).collect::<Vec<_>>().join(",");
+        let names = members
+            .iter()
+            .map(|member| member.name())
+            .collect::<Vec<_>>()
+            .join(",");
         let connected = super::connect::connect(&config, &names, &metrics, &mut shutdown);
         let Some(client) = connected.await? else {
             return Ok(());
@@ -209,7 +217,9 @@ fn configure(
         })
         .partition(Result::is_ok);
     if !errors.is_empty() {
-        return Err(Error::Drivers(errors.into_iter().filter_map(Result::err).collect()));
+        return Err(Error::Drivers(
+            errors.into_iter().filter_map(Result::err).collect(),
+        ));
     }
     Ok(members.into_iter().filter_map(Result::ok).collect())
 }
