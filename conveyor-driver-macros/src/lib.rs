@@ -2,7 +2,10 @@
 //! `async fn` into a Conveyor CI driver and its program. Use it through
 //! `conveyor_driver::driver` or `conveyor_driver::prelude`.
 
+mod args;
+mod check;
 mod entry;
+mod expand;
 
 use proc_macro::TokenStream;
 
@@ -30,6 +33,7 @@ use proc_macro::TokenStream;
 /// | `events = ["…", …]` | optional | the events it handles (others are acknowledged and skipped); all when left out |
 /// | `main = false` | optional | do not generate `main` (for embedding the driver in a program, and for tests) |
 /// | `timeout = "30m"` | optional | how long one reconcile may take before its run fails (not retried); `--reconcile-timeout` / `CONVEYOR_RECONCILE_TIMEOUT` override it; default 6 h |
+/// | `state = hook` | optional | the start-up hook, an `async fn hook(config: &Config) -> Result<T, E>` (a path, unquoted): run once before the consumer is bound, its `T` is what `State<T>` parameters share; an error stops the driver with one line |
 /// | `driver = TypeName` | optional | the name of the generated type; default: `name` in UpperCamelCase + `Driver` (`"builder"` → `BuilderDriver`) |
 /// | `crate = "…"` | optional | the path of the conveyor-driver crate in the generated code, for a renamed dependency (`crate = "cd"` with `cd = { package = "conveyor-driver", … }`) or a re-export (`crate = "::my_sdk::conveyor_driver"`); default: `::conveyor_driver` |
 ///
@@ -44,7 +48,7 @@ use proc_macro::TokenStream;
 /// # Parameters
 ///
 /// The function takes any number of these, in any order, chosen by type (see
-/// `conveyor_driver::FromEvent`):
+/// `conveyor_driver::FromEvent`, except `State<T>`):
 ///
 /// | parameter | value |
 /// |---|---|
@@ -54,6 +58,8 @@ use proc_macro::TokenStream;
 /// | `RunId` | the run identifier |
 /// | `Logger` | the run's log |
 /// | `Client` | the Conveyor API client of `--api-url` / `CONVEYOR_API_URL`, signed with the TLS settings; without an API URL the run fails saying so |
+/// | `PipelineContext` | the pipeline: its name, whether this event is a later step (`process`), and `result_of::<T>("driver")`, the data of an earlier step's result |
+/// | `State<T>` | the value the `state` hook built, shared by every reconcile (an `Arc<T>`); written `State<T>`, and `T` must be what the hook builds, both checked at compile time |
 /// | `Option<T>` of any of these | `None` where `T` cannot be built (e.g. `Option<Client>` for a driver that also runs without an API URL) |
 ///
 /// # Return type
@@ -72,10 +78,16 @@ use proc_macro::TokenStream;
 ///
 /// A panic in the function fails the run with the panic message; it never stops the process.
 ///
+/// A type that does not fit is a compile error on that type, naming what it lacks: a data type
+/// that is not `Serialize`, an error type that is not `Display`, a spec type that is not
+/// `Deserialize`, a `State<T>` that the hook does not build (see
+/// `conveyor_driver::signature`).
+///
 /// # Expansion
 ///
 /// - the function, unchanged and callable;
-/// - a unit struct (`BuilderDriver` above) implementing `conveyor_driver::Driver`, with the
+/// - a unit struct (`BuilderDriver` above) implementing `conveyor_driver::Driver` (with
+///   `state_hook` calling the `state` hook, when there is one), with the
 ///   constants `NAME: &str`, `RESOURCES: &[&str]`, `EVENTS: Option<&[&str]>` and
 ///   `FILTER_SUBJECTS: &[&str]` (`resources.<r>` and `drivers.<name>.resources.<r>` for each
 ///   resource `r`, computed at compile time);

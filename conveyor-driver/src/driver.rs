@@ -8,6 +8,7 @@ use std::time::Duration;
 #[cfg(feature = "client")]
 use crate::client::Client;
 use crate::logger::Logger;
+use crate::state::{SharedState, StateHook};
 use crate::wire::{DriverResult, Resource};
 
 /// What [`Driver::reconcile`] returns: a result to publish, or an error.
@@ -33,6 +34,11 @@ pub type ReconcileResult = Result<DriverResult, ReconcileError>;
 ///     }
 /// }
 /// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a Conveyor CI driver",
+    label = "not a driver",
+    note = "a driver is the type `#[driver]` generates from a function (`#[driver(name = \"build\", …)]` gives `BuildDriver`), or a type implementing `conveyor_driver::Driver`"
+)]
 pub trait Driver: Send + Sync + 'static {
     /// The driver's name: durable consumer name, `driver` field of logs and results. A single
     /// NATS subject token.
@@ -80,6 +86,17 @@ pub trait Driver: Send + Sync + 'static {
         None
     }
 
+    /// The start-up hook building the state that `State<T>` parameters share; `None`, the
+    /// default, means the driver has no state. `#[driver(state = connect)]` implements it.
+    ///
+    /// The runtime runs it once, after reading the configuration and before binding the
+    /// consumer, unless a state was given ([`DriverManager::with_state`](crate::DriverManager::with_state));
+    /// an error stops the driver. A hand-written driver keeps what it shares in its own fields
+    /// instead.
+    fn state_hook(&self) -> Option<StateHook> {
+        None
+    }
+
     /// Does the work for one event.
     ///
     /// A panic here is caught and published as a failed result; it never stops the process.
@@ -89,7 +106,8 @@ pub trait Driver: Send + Sync + 'static {
 /// One event to reconcile: what happened, to which resource, in which run; and the Conveyor
 /// API client, when one is configured.
 ///
-/// Two events are equal when their data are; the client they carry is not compared.
+/// Two events are equal when their data are; the client and the driver state they carry are
+/// not compared.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Event {
@@ -107,6 +125,8 @@ pub struct Event {
     /// The API client of [`Config::api_url`](crate::Config::api_url).
     #[cfg(feature = "client")]
     client: Option<Client>,
+    /// The driver's state, for its `State<T>` parameters.
+    state: Option<SharedState>,
 }
 
 impl PartialEq for Event {
@@ -119,6 +139,7 @@ impl PartialEq for Event {
             attempt,
             #[cfg(feature = "client")]
                 client: _,
+            state: _,
         } = self;
         *name == other.name
             && *message_id == other.message_id
@@ -144,7 +165,18 @@ impl Event {
             attempt: 1,
             #[cfg(feature = "client")]
             client: None,
+            state: None,
         }
+    }
+
+    /// The driver's state, when it has one.
+    pub(crate) fn state(&self) -> Option<&SharedState> {
+        self.state.as_ref()
+    }
+
+    /// Hands the event the driver's state.
+    pub(crate) fn set_state(&mut self, state: Option<SharedState>) {
+        self.state = state;
     }
 
     /// The Conveyor API client, when the driver is configured with an API URL

@@ -26,6 +26,15 @@ pub enum Error {
     #[cfg(feature = "client")]
     #[error("cannot set up the Conveyor API client: {0}")]
     ApiClient(#[source] crate::ClientError),
+    /// The driver's start-up hook failed, or it was given a state it does not take.
+    #[error(transparent)]
+    Start(#[from] crate::StartError),
+    /// Some drivers of a [`DriverSet`](crate::DriverSet) failed; each with its error.
+    #[error("{}", drivers_failed(.0))]
+    Drivers(Vec<(String, Error)>),
+    /// A [`DriverSet`](crate::DriverSet) without drivers.
+    #[error("no drivers to run: add some with DriverSet::with")]
+    NoDrivers,
     /// The driver declares no resource, so it would receive nothing.
     #[error("driver {0:?} declares no resources")]
     NoResources(String),
@@ -64,6 +73,15 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// `driver `a`: …; driver `b`: …`, on one line.
+fn drivers_failed(failed: &[(String, Error)]) -> String {
+    failed
+        .iter()
+        .map(|(driver, error)| format!("driver `{driver}`: {}", chain(error)))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// An error of the NATS client. Opaque, so that the client library's version is no part of

@@ -1,22 +1,24 @@
 //! What a `#[driver]` function may take and return.
 //!
 //! Parameters are chosen by type, like web framework extractors: each implements [`FromEvent`]
-//! ([`Event`], [`Resource`], [`Spec<T>`], [`RunId`], [`Logger`], [`Client`], and `Option` of
-//! any of them). Return values implement
-//! [`IntoReconcileResult`] ([`DriverResult`], `()`, `Result<T, E>` with `T: Serialize` and
-//! `E: Into<ReconcileError>`); `#[driver]` also accepts `Result<T, E>` with any `E: Display`.
+//! ([`Event`], [`Resource`], [`Spec<T>`], [`RunId`], [`Logger`], [`Client`],
+//! [`PipelineContext`], and `Option` of any of them), except [`State<T>`](crate::State), which
+//! the start-up hook gives. Return values implement [`IntoReconcileResult`] ([`DriverResult`],
+//! `()`, `Result<T, E>` with `T: Serialize` and `E: Into<ReconcileError>`); `#[driver]` also
+//! accepts `Result<T, E>` with any `E: Display`.
 
 use std::any::Any;
 use std::fmt;
 use std::ops::{Deref, DerefMut};
 
-use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 #[cfg(feature = "client")]
 use crate::client::Client;
+use crate::context::PipelineContext;
 use crate::driver::{Event, ReconcileError, ReconcileResult};
 use crate::logger::Logger;
+use crate::signature::SpecData;
 use crate::wire::{DriverResult, Resource, SpecError};
 
 /// The message of the successful result made from a `()` or an `Ok` value.
@@ -28,8 +30,11 @@ pub(crate) const SUCCESS_MESSAGE: &str = "reconciled";
 /// Implemented for [`Event`] (the whole event), [`Resource`] (the resource), [`Spec<T>`] (the
 /// resource spec deserialized into `T`), [`RunId`] (the run identifier), [`Logger`] (the
 /// run's log), [`Client`] (the Conveyor API client of
-/// [`Config::api_url`](crate::Config::api_url)) and `Option<T>` of any of these (`None` where
-/// `T` cannot be built, e.g. `Option<Client>` for a driver that also runs without an API URL).
+/// [`Config::api_url`](crate::Config::api_url)), [`PipelineContext`] (the pipeline and its
+/// earlier steps' results) and `Option<T>` of any of these (`None` where `T` cannot be built,
+/// e.g. `Option<Client>` for a driver that also runs without an API URL). A
+/// [`State<T>`](crate::State) parameter is not a `FromEvent`: `#[driver]` takes it from the
+/// start-up hook, and checks at compile time that the hook builds a `T`.
 /// A driver may implement it for types of its own:
 ///
 /// ```
@@ -50,7 +55,7 @@ pub(crate) const SUCCESS_MESSAGE: &str = "reconciled";
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be a parameter of a `#[driver]` function",
     label = "unsupported parameter type",
-    note = "a `#[driver]` function takes any of: `Event`, `Resource`, `Spec<T>` (T: serde::de::DeserializeOwned), `RunId`, `Logger`, `Client`, or an `Option` of one of them"
+    note = "a `#[driver]` function takes any of: `Event`, `Resource`, `Spec<T>` (T: serde::Deserialize), `RunId`, `Logger`, `Client`, `PipelineContext`, an `Option` of one of them, or `State<T>` (written so, with `#[driver(state = hook)]`)"
 )]
 pub trait FromEvent: Sized {
     /// Builds the value; an error makes the run fail with its message, without calling the
@@ -76,6 +81,18 @@ pub enum ExtractError {
     #[cfg(feature = "client")]
     #[error("the driver takes the Conveyor API client, but no API URL is configured (--api-url, CONVEYOR_API_URL)")]
     NoApiClient,
+    /// The function takes `State<T>`, and the driver has no state of that type: in a test,
+    /// the harness was not given one ([`Harness::state`](crate::testing::Harness::state)).
+    #[error("the driver takes `State<{expected}>`, but {}", match .given {
+        Some(given) => format!("its state is a `{given}`"),
+        None => "it has no state: its `state` hook did not run (in a test, give it with `Harness::state`)".to_owned(),
+    })]
+    State {
+        /// The `T` of the `State<T>` parameter, without module paths.
+        expected: String,
+        /// The type of the state the driver has, if any.
+        given: Option<String>,
+    },
     /// A parameter type of the driver's own could not be built.
     #[error("{0}")]
     Custom(String),
@@ -126,7 +143,13 @@ impl<T: FromEvent> FromEvent for Option<T> {
     }
 }
 
-impl<T: DeserializeOwned> FromEvent for Spec<T> {
+impl FromEvent for PipelineContext {
+    fn from_event(event: &Event, _log: &Logger) -> Result<Self, ExtractError> {
+        Ok(PipelineContext::of(event))
+    }
+}
+
+impl<T: SpecData> FromEvent for Spec<T> {
     fn from_event(event: &Event, _log: &Logger) -> Result<Self, ExtractError> {
         event
             .resource
@@ -303,20 +326,26 @@ pub(crate) fn short_type_name(full: &str) -> String {
 }
 
 /// Support for the code `#[driver]` generates. Not public API.
+///
+/// A returned value is converted by autoref specialization, which picks the first that
+/// applies: a value that implements [`IntoReconcileResult`] as it is; any other `Result<T, E>`
+/// split into its data and its error; anything else as it is, for the compiler to reject. The
+/// error of a split `Result` is picked the same way: an `Into<ReconcileError>` (keeping its
+/// sources and its transience), else any other type. What no level fits is then rejected by
+/// the call the generated code makes on the user's own type (`<_ as IntoReconcileResult>`,
+/// `<_ as ResultData>`, `<_ as ResultError>`), so a diagnostic names that type and the
+/// public trait it lacks, never this module.
 #[doc(hidden)]
 pub mod autoref {
-    use std::fmt::Display;
     use std::marker::PhantomData;
 
-    use serde::Serialize;
-
-    use super::{success_with, IntoReconcileResult};
-    use crate::driver::{ReconcileError, ReconcileResult};
+    use super::IntoReconcileResult;
+    use crate::driver::{Event, ReconcileError, ReconcileResult};
     use crate::logger::Logger;
+    use crate::state::State;
     use crate::wire::DriverResult;
 
-    /// Selects how a returned value converts, by autoref specialization:
-    /// `(&&&wrap(&value)).__conveyor_kind().convert(value)`.
+    /// Stands for the type `R` of a value: `(&&&wrap(&value)).__conveyor_kind()`.
     pub struct Wrap<R>(PhantomData<R>);
 
     /// The `Wrap` of `value`'s type.
@@ -324,64 +353,107 @@ pub mod autoref {
         Wrap(PhantomData)
     }
 
-    /// Preferred: the type implements `IntoReconcileResult`.
-    pub struct IntoKind;
-    /// Next: `Result<T, E>` with `E: Display`.
-    pub struct DisplayKind;
-    /// Last: anything else, which fails to compile naming `IntoReconcileResult`.
-    pub struct OtherKind;
+    /// A returned value as the generated code converts it.
+    pub enum Returned<R, T, E> {
+        /// Converted with `IntoReconcileResult` (or rejected for not implementing it).
+        Whole(R),
+        /// The `Ok` data of a `Result`.
+        Data(T),
+        /// The `Err` of a `Result`.
+        Error(E),
+    }
+
+    /// The value implements `IntoReconcileResult`, or is not a `Result`.
+    pub struct WholeKind;
+    /// A `Result` that does not implement `IntoReconcileResult`.
+    pub struct ResultKind;
 
     /// Level 1.
-    pub trait IntoKindSelect {
-        /// The conversion to use.
-        fn __conveyor_kind(&self) -> IntoKind {
-            IntoKind
+    pub trait WholeSelect {
+        /// How to convert.
+        fn __conveyor_kind(&self) -> WholeKind {
+            WholeKind
         }
     }
-    impl<R: IntoReconcileResult> IntoKindSelect for &&Wrap<R> {}
+    impl<R: IntoReconcileResult> WholeSelect for &&Wrap<R> {}
 
     /// Level 2.
-    pub trait DisplayKindSelect {
-        /// The conversion to use.
-        fn __conveyor_kind(&self) -> DisplayKind {
-            DisplayKind
+    pub trait ResultSelect {
+        /// How to convert.
+        fn __conveyor_kind(&self) -> ResultKind {
+            ResultKind
         }
     }
-    impl<T, E: Display> DisplayKindSelect for &Wrap<Result<T, E>> {}
+    impl<T, E> ResultSelect for &Wrap<Result<T, E>> {}
 
     /// Level 3.
-    pub trait OtherKindSelect {
-        /// The conversion to use.
-        fn __conveyor_kind(&self) -> OtherKind {
-            OtherKind
+    pub trait OtherSelect {
+        /// How to convert.
+        fn __conveyor_kind(&self) -> WholeKind {
+            WholeKind
         }
     }
-    impl<R> OtherKindSelect for Wrap<R> {}
+    impl<R> OtherSelect for Wrap<R> {}
 
-    impl IntoKind {
-        /// Converts with `IntoReconcileResult`.
-        pub fn convert<R: IntoReconcileResult>(self, value: R) -> ReconcileResult {
-            value.into_reconcile_result()
+    impl WholeKind {
+        /// The value as it is.
+        pub fn split<R>(self, value: R) -> Returned<R, (), ReconcileError> {
+            Returned::Whole(value)
         }
     }
 
-    impl DisplayKind {
-        /// `Ok` as `IntoReconcileResult` does; `Err` as a failure showing the error with `{:#}`.
-        pub fn convert<T: Serialize + 'static, E: Display>(
-            self,
-            value: Result<T, E>,
-        ) -> ReconcileResult {
+    impl ResultKind {
+        /// The data or the error.
+        pub fn split<T, E>(self, value: Result<T, E>) -> Returned<DriverResult, T, E> {
             match value {
-                Ok(data) => Ok(success_with(data)),
-                Err(error) => Ok(DriverResult::failure(format!("{error:#}"))),
+                Ok(data) => Returned::Data(data),
+                Err(error) => Returned::Error(error),
             }
         }
     }
 
-    impl OtherKind {
-        /// Only compiles for `IntoReconcileResult` types, reporting why others are not.
-        pub fn convert<R: IntoReconcileResult>(self, value: R) -> ReconcileResult {
-            value.into_reconcile_result()
+    /// The error of a split `Result`.
+    pub enum ReturnedError<E> {
+        /// A `ReconcileError` (from any `std::error::Error`): a failure or a retry.
+        Reconcile(ReconcileError),
+        /// Anything else: a failed result showing it (or rejected for not being `Display`).
+        Other(E),
+    }
+
+    /// The error converts into a `ReconcileError`.
+    pub struct ReconcileKind;
+    /// Any other error.
+    pub struct OtherErrorKind;
+
+    /// Level 1 of errors.
+    pub trait ReconcileSelect {
+        /// How to convert.
+        fn __conveyor_error_kind(&self) -> ReconcileKind {
+            ReconcileKind
+        }
+    }
+    impl<E: Into<ReconcileError>> ReconcileSelect for &Wrap<E> {}
+
+    /// Level 2 of errors.
+    pub trait OtherErrorSelect {
+        /// How to convert.
+        fn __conveyor_error_kind(&self) -> OtherErrorKind {
+            OtherErrorKind
+        }
+    }
+    impl<E> OtherErrorSelect for Wrap<E> {}
+
+    impl ReconcileKind {
+        /// The error as a `ReconcileError`, with its sources.
+        pub fn split<E: Into<ReconcileError>>(self, error: E) -> ReturnedError<String> {
+            ReturnedError::Reconcile(error.into())
+        }
+    }
+
+    impl OtherErrorKind {
+        /// The error as it is.
+        pub fn split<E>(self, error: E) -> ReturnedError<E> {
+            ReturnedError::Other(error)
         }
     }
 
@@ -390,6 +462,17 @@ pub mod autoref {
         let error = ReconcileError::from(error);
         log.log(error.message());
         Err(error)
+    }
+
+    /// The `State<T>` parameter of `event`'s driver.
+    pub fn state<T: 'static>(event: &Event) -> Result<State<T>, super::ExtractError> {
+        let shared = event.state();
+        shared
+            .and_then(|shared| shared.get::<T>())
+            .ok_or_else(|| super::ExtractError::State {
+                expected: super::short_type_name(std::any::type_name::<T>()),
+                given: shared.map(|shared| shared.type_name().to_owned()),
+            })
     }
 }
 
@@ -581,8 +664,18 @@ mod tests {
     /// What the `#[driver]` expansion does with a returned value.
     macro_rules! convert {
         ($value:expr) => {{
+            use crate::signature::{ResultData, ResultError};
             let value = $value;
-            (&&&wrap(&value)).__conveyor_kind().convert(value)
+            match (&&&wrap(&value)).__conveyor_kind().split(value) {
+                Returned::Whole(value) => <_ as IntoReconcileResult>::into_reconcile_result(value),
+                Returned::Data(data) => Ok(<_ as ResultData>::into_result(data)),
+                Returned::Error(error) => {
+                    match (&&wrap(&error)).__conveyor_error_kind().split(error) {
+                        ReturnedError::Reconcile(error) => Err(error),
+                        ReturnedError::Other(error) => Ok(<_ as ResultError>::into_failure(error)),
+                    }
+                }
+            }
         }};
     }
 

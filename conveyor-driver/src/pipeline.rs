@@ -21,6 +21,7 @@ use crate::config::Config;
 use crate::driver::{Driver, Event};
 use crate::logger::{Capture, Logger, RunContext};
 use crate::metrics::Counted;
+use crate::state::SharedState;
 use crate::wire::{DriverMessage, DriverResult, DriverResultEvent, Received, ResultEnvelope};
 
 /// A driver with what decides the fate of its events: its name, the events it handles and the
@@ -30,6 +31,8 @@ pub(crate) struct Pipeline<D> {
     name: String,
     events: Option<HashSet<String>>,
     config: Config,
+    /// What the driver's `State<T>` parameters get, handed to every event.
+    state: Option<SharedState>,
 }
 
 /// An event as the pipeline takes it: the [`Event`] handed to `reconcile`, and the resource
@@ -125,6 +128,7 @@ impl<D: Driver> Pipeline<D> {
             name,
             events,
             config,
+            state: None,
         }
     }
 }
@@ -144,6 +148,14 @@ impl<D> Pipeline<D> {
 
     pub(crate) fn set_config(&mut self, config: Config) {
         self.config = config;
+    }
+
+    pub(crate) fn state(&self) -> Option<&SharedState> {
+        self.state.as_ref()
+    }
+
+    pub(crate) fn set_state(&mut self, state: Option<SharedState>) {
+        self.state = state;
     }
 
     /// The events the driver handles, sorted; `None` means all.
@@ -166,7 +178,8 @@ impl<D> Pipeline<D> {
 impl<D: Driver> Pipeline<D> {
     /// Gives the event its logger, writing to `sink`, and its span. The span must be made under
     /// the subscriber that is to see the run's `tracing` events.
-    pub(crate) fn start(&self, incoming: Incoming, sink: Sink<'_>) -> Run {
+    pub(crate) fn start(&self, mut incoming: Incoming, sink: Sink<'_>) -> Run {
+        incoming.event.set_state(self.state.clone());
         let context = run_context(&self.name, &incoming.event);
         let logger = match sink {
             Sink::Publish {
@@ -384,7 +397,7 @@ fn reconcile_span(event: &Event, logger: &Logger) -> tracing::Span {
     })
 }
 
-fn panic_message(payload: &(dyn Any + Send)) -> &str {
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> &str {
     if let Some(message) = payload.downcast_ref::<&str>() {
         message
     } else if let Some(message) = payload.downcast_ref::<String>() {

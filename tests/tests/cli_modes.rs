@@ -323,22 +323,22 @@ async fn metrics_and_health_endpoints_count_outcomes() {
         // The result is seen before its event is acked and leaves the in-flight gauge.
         |status, body| {
             status == 200
-                && body.contains("conveyor_driver_poison_messages_total 1")
-                && body.contains("conveyor_driver_in_flight 0")
+                && body.contains(r#"conveyor_driver_poison_messages_total{driver="echo"} 1"#)
+                && body.contains(r#"conveyor_driver_in_flight{driver="echo"} 0"#)
         },
     )
     .await;
     for expected in [
-        r#"conveyor_driver_reconciles_total{outcome="success"} 1"#,
-        r#"conveyor_driver_reconciles_total{outcome="failure"} 1"#,
-        r#"conveyor_driver_reconciles_total{outcome="panic"} 0"#,
-        r#"conveyor_driver_reconciles_total{outcome="retry"} 0"#,
-        "conveyor_driver_reconcile_duration_seconds_count 2",
-        "conveyor_driver_in_flight 0",
-        "conveyor_driver_waiting 0",
-        "conveyor_driver_redeliveries_total 0",
-        "conveyor_driver_log_publish_failures_total 0",
-        "conveyor_driver_consumer_pending",
+        r#"conveyor_driver_reconciles_total{driver="echo",outcome="success"} 1"#,
+        r#"conveyor_driver_reconciles_total{driver="echo",outcome="failure"} 1"#,
+        r#"conveyor_driver_reconciles_total{driver="echo",outcome="panic"} 0"#,
+        r#"conveyor_driver_reconciles_total{driver="echo",outcome="retry"} 0"#,
+        r#"conveyor_driver_reconcile_duration_seconds_count{driver="echo"} 2"#,
+        r#"conveyor_driver_in_flight{driver="echo"} 0"#,
+        r#"conveyor_driver_waiting{driver="echo"} 0"#,
+        r#"conveyor_driver_redeliveries_total{driver="echo"} 0"#,
+        r#"conveyor_driver_log_publish_failures_total{driver="echo"} 0"#,
+        r#"conveyor_driver_consumer_pending{driver="echo"}"#,
     ] {
         assert!(
             metrics.contains(expected),

@@ -39,6 +39,9 @@ pub enum Mode {
         /// A DriverMessage or a bare Resource, as JSON; `-` reads standard input
         #[arg(value_name = "FILE")]
         input: PathBuf,
+        /// Which driver reconciles it, in a binary of several drivers
+        #[arg(long, value_name = "NAME")]
+        driver: Option<String>,
     },
     /// Print what the driver does on the wire, as JSON, without connecting
     Describe,

@@ -6,11 +6,18 @@ use crate::driver::Driver;
 use crate::manager::DriverManager;
 use crate::wire::subjects;
 
-/// Prints the document of `manager`.
-pub(super) fn print<D: Driver>(manager: &DriverManager<D>) {
+/// Prints `document`.
+pub(super) fn print(document: &Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(document).unwrap_or_default()
+    );
+}
+
+/// The document of `manager`.
+pub(crate) fn document<D: Driver>(manager: &DriverManager<D>) -> Value {
     let schema = manager.driver().spec_schema().unwrap_or(Value::Null);
-    let text = serde_json::to_string_pretty(&describe(manager, schema)).unwrap_or_default();
-    println!("{text}");
+    describe(manager, schema)
 }
 
 /// The embedded JSON schemas of the protocol.

@@ -54,9 +54,9 @@ fn parse_event(body: &[u8]) -> Result<Received, CliError> {
     })
 }
 
-/// Reconciles the event in `input`: prints each log line to standard error as it is logged
-/// and the result envelope to standard output; fails with the outcome when the run did not
-/// succeed.
+/// Reconciles the event in `input` after running the driver's start-up hook: prints each log
+/// line to standard error as it is logged and the result envelope to standard output; fails
+/// with the outcome when the run did not succeed.
 pub(super) fn invoke<D: Driver>(driver: D, config: Config, input: &Path) -> Result<(), CliError> {
     let received = read_event(input)?;
     #[cfg(feature = "client")]
@@ -65,7 +65,17 @@ pub(super) fn invoke<D: Driver>(driver: D, config: Config, input: &Path) -> Resu
         .enable_all()
         .build()
         .map_err(CliError::Runtime)?;
-    let pipeline = Pipeline::new(driver, config);
+    let mut pipeline = Pipeline::new(driver, config);
+    let hook = pipeline.driver().state_hook();
+    let state = runtime
+        .block_on(crate::state::settle(
+            pipeline.name(),
+            hook,
+            None,
+            pipeline.config(),
+        ))
+        .map_err(crate::Error::from)?;
+    pipeline.set_state(state);
     let capture = Capture::new(Some(Box::new(print_line)));
     let incoming = Incoming::received(received, 1);
     #[cfg(feature = "client")]

@@ -56,7 +56,7 @@ use std::time::Duration;
 use crate::bridge::RunLogLayer;
 use crate::driver::Driver;
 use crate::error::chain;
-use crate::manager::DriverManager;
+use crate::manager::{DriverManager, DriverSet};
 use crate::settings::ConfigError;
 
 pub use args::{Args, LogFormat, Mode};
@@ -125,7 +125,8 @@ impl CliError {
 /// }
 /// ```
 pub fn run<D: Driver>(driver: D, version: &'static str) -> ExitCode {
-    main(driver, version, RunLogLayer::all())
+    let program = Program::of(&driver);
+    program.main(version, RunLogLayer::all(), |args| run_with(driver, args))
 }
 
 /// [`run`], with the tracing bridge on by default for INFO and above from `crate_name` only:
@@ -144,49 +145,105 @@ pub fn run<D: Driver>(driver: D, version: &'static str) -> ExitCode {
 /// }
 /// ```
 pub fn run_crate<D: Driver>(driver: D, version: &'static str, crate_name: &str) -> ExitCode {
-    main(driver, version, RunLogLayer::for_crate(crate_name))
+    let program = Program::of(&driver);
+    let run_log = RunLogLayer::for_crate(crate_name);
+    program.main(version, run_log, |args| run_with(driver, args))
 }
 
-fn main<D: Driver>(driver: D, version: &'static str, default_run_log: RunLogLayer) -> ExitCode {
-    let name = driver.name();
-    let about = format!(
-        "Conveyor CI driver `{name}`, reconciling resources of type {}",
-        driver.resources().join(", ")
-    );
-    let command = Args::command()
-        .name(name.clone())
-        .version(version)
-        .about(about);
-    let args = match Args::from_matches(command.get_matches()) {
-        Ok(args) => args,
-        Err(err) => err.exit(),
+/// [`run_crate`] for several drivers in one binary, over one NATS connection: what
+/// [`main!`](crate::main) calls. `describe` prints `{"drivers": [...]}`, one document per
+/// driver; `register` registers every consumer; `invoke --driver NAME FILE` reconciles with
+/// the named driver.
+pub fn run_set(set: DriverSet, version: &'static str, crate_name: &str) -> ExitCode {
+    let program = Program {
+        name: crate_name.replace('_', "-"),
+        about: format!(
+            "Conveyor CI drivers {}, reconciling resources of type {}",
+            set.names().join(", "),
+            set.resources().join(", ")
+        ),
     };
-    let invoking = matches!(args.mode(), Mode::Invoke { .. });
-    let output = match args.output() {
-        Ok(output) => output,
-        Err(err) => {
-            eprintln!("{name}: error: {err}");
-            return ExitCode::FAILURE;
+    let run_log = RunLogLayer::for_crate(crate_name);
+    program.main(version, run_log, |args| run_set_with(set, args))
+}
+
+/// Runs the command of `args` for the drivers of `set`: by default every driver on one new
+/// multi-threaded Tokio runtime, until shut down.
+pub fn run_set_with(set: DriverSet, args: Args) -> Result<(), CliError> {
+    let mode = args.mode().clone();
+    let config = args.into_config()?;
+    match mode {
+        Mode::Invoke { input, driver } => set.invoke(driver.as_deref(), config, &input),
+        Mode::Describe => {
+            describe::print(&serde_json::json!({ "drivers": set.describe(&config)? }));
+            Ok(())
         }
-    };
-    let run_log = output
-        .run_log_filter()
-        .map_or(default_run_log, RunLogLayer::with_filter);
-    // `invoke` keeps standard output for the result and the runtime quiet unless asked.
-    logging::install_tracing(output.log_format, Some(run_log), invoking);
-    match run_with(driver, args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(CliError::Failed(message)) => {
-            eprintln!("{name}: {message}");
-            ExitCode::FAILURE
+        Mode::Register { timeout } => {
+            let register = set.register(config);
+            runtime()?.block_on(bounded(timeout, "registering the consumers", register))
         }
-        Err(err) => {
-            let message = chain(&err).replace('\n', " ");
-            if !invoking {
-                tracing::error!(error = %message, "driver stopped");
+        Mode::Run => Ok(runtime()?.block_on(set.run(config))?),
+    }
+}
+
+/// What `--help` and the error lines call the program.
+struct Program {
+    name: String,
+    about: String,
+}
+
+impl Program {
+    fn of<D: Driver>(driver: &D) -> Self {
+        let name = driver.name();
+        let about = format!(
+            "Conveyor CI driver `{name}`, reconciling resources of type {}",
+            driver.resources().join(", ")
+        );
+        Self { name, about }
+    }
+
+    fn main(
+        self,
+        version: &'static str,
+        default_run_log: RunLogLayer,
+        run: impl FnOnce(Args) -> Result<(), CliError>,
+    ) -> ExitCode {
+        let Self { name, about } = self;
+        let command = Args::command()
+            .name(name.clone())
+            .version(version)
+            .about(about);
+        let args = match Args::from_matches(command.get_matches()) {
+            Ok(args) => args,
+            Err(err) => err.exit(),
+        };
+        let invoking = matches!(args.mode(), Mode::Invoke { .. });
+        let output = match args.output() {
+            Ok(output) => output,
+            Err(err) => {
+                eprintln!("{name}: error: {err}");
+                return ExitCode::FAILURE;
             }
-            eprintln!("{name}: error: {message}");
-            ExitCode::from(err.exit_code())
+        };
+        let run_log = output
+            .run_log_filter()
+            .map_or(default_run_log, RunLogLayer::with_filter);
+        // `invoke` keeps standard output for the result and the runtime quiet unless asked.
+        logging::install_tracing(output.log_format, Some(run_log), invoking);
+        match run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(CliError::Failed(message)) => {
+                eprintln!("{name}: {message}");
+                ExitCode::FAILURE
+            }
+            Err(err) => {
+                let message = chain(&err).replace('\n', " ");
+                if !invoking {
+                    tracing::error!(error = %message, "driver stopped");
+                }
+                eprintln!("{name}: error: {message}");
+                ExitCode::from(err.exit_code())
+            }
         }
     }
 }
@@ -196,39 +253,56 @@ fn main<D: Driver>(driver: D, version: &'static str, default_run_log: RunLogLaye
 pub fn run_with<D: Driver>(driver: D, args: Args) -> Result<(), CliError> {
     let mode = args.mode().clone();
     let config = args.into_config()?;
-    let manager = match mode {
-        Mode::Invoke { input } => return invoke::invoke(driver, config, &input),
-        Mode::Describe => {
-            describe::print(&DriverManager::new(driver, config)?);
-            return Ok(());
-        }
-        Mode::Run | Mode::Register { .. } => DriverManager::new(driver, config)?,
-    };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(CliError::Runtime)?;
-    if let Mode::Register { timeout } = mode {
-        runtime.block_on(register(&manager, timeout))?;
-    } else {
-        runtime.block_on(manager.run())?;
+    if let Mode::Invoke { input, driver: _ } = mode {
+        return invoke::invoke(driver, config, &input);
     }
-    Ok(())
+    let manager = DriverManager::new(driver, config)?;
+    match mode {
+        Mode::Describe => {
+            describe::print(&describe::document(&manager));
+            Ok(())
+        }
+        Mode::Register { timeout } => {
+            let register = manager.register();
+            runtime()?.block_on(bounded(timeout, "registering the consumer", register))
+        }
+        _ => Ok(runtime()?.block_on(manager.run())?),
+    }
 }
 
-/// `register`, bounded by `timeout` when one is given.
-async fn register<D: Driver>(
-    manager: &DriverManager<D>,
+/// The runtime of `run` and `register`.
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(CliError::Runtime)
+}
+
+/// `work`, given up after `timeout` when one is given.
+async fn bounded(
     timeout: Option<Duration>,
+    what: &'static str,
+    work: impl std::future::Future<Output = Result<(), crate::Error>>,
 ) -> Result<(), CliError> {
     let Some(limit) = timeout else {
-        return Ok(manager.register().await?);
+        return Ok(work.await?);
     };
-    match tokio::time::timeout(limit, manager.register()).await {
-        Ok(registered) => Ok(registered?),
-        Err(_) => Err(CliError::Timeout {
-            what: "registering the consumer",
-            limit,
-        }),
+    match tokio::time::timeout(limit, work).await {
+        Ok(done) => Ok(done?),
+        Err(_) => Err(CliError::Timeout { what, limit }),
     }
+}
+
+/// `invoke` with `driver`, for a driver of a [`DriverSet`].
+pub(crate) fn invoke_driver<D: Driver>(
+    driver: D,
+    config: crate::Config,
+    input: &std::path::Path,
+) -> Result<(), CliError> {
+    invoke::invoke(driver, config, input)
+}
+
+/// The `describe` document of `manager`, for a driver of a [`DriverSet`].
+pub(crate) fn describe_document<D: Driver>(manager: &DriverManager<D>) -> serde_json::Value {
+    describe::document(manager)
 }

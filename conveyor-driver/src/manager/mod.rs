@@ -11,6 +11,7 @@ mod process;
 mod protocol;
 mod pull;
 mod runner;
+mod set;
 pub(crate) mod setup;
 mod signals;
 
@@ -27,11 +28,14 @@ use crate::error::Error;
 use crate::logger::LogBuffer;
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
+use crate::state::{self, SharedState};
 use crate::wire::subjects;
 
 use protocol::AbortOnDrop;
 use runner::Runner;
 use signals::Shutdown;
+
+pub use set::DriverSet;
 
 /// Runs a [`Driver`]: consumes its events from JetStream and reconciles them.
 ///
@@ -122,10 +126,59 @@ impl<D: Driver> DriverManager<D> {
             pipeline: Pipeline::new(driver, config),
             resources,
             shutdown: ShutdownHandle::new(),
-            metrics: Metrics::new(),
+            metrics: Metrics::new(&name),
             #[cfg(feature = "client")]
             api,
         })
+    }
+
+    /// Gives the driver its state, the value its `State<T>` parameters share, instead of
+    /// running its start-up hook (`#[driver(state = …)]`): for a `main` that builds it itself,
+    /// or shares one value between managers. [`run`](Self::run) fails at once when `state` is
+    /// not the type the driver takes.
+    ///
+    /// ```no_run
+    /// use conveyor_driver::prelude::*;
+    ///
+    /// struct Registry { url: String }
+    ///
+    /// async fn connect(_: &Config) -> Result<Registry, std::io::Error> {
+    ///     Ok(Registry { url: "https://registry.internal".into() })
+    /// }
+    ///
+    /// #[driver(name = "pusher", resources = ["image"], state = connect, main = false)]
+    /// async fn push(registry: State<Registry>, log: Logger) {
+    ///     log.log(format!("pushing to {}", registry.url));
+    /// }
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    ///     let registry = Registry { url: std::env::var("REGISTRY_URL")? };
+    ///     DriverManager::new(PusherDriver, Config::from_env()?)?
+    ///         .with_state(registry)
+    ///         .run()
+    ///         .await?;
+    ///     Ok(())
+    /// }
+    /// ```
+    #[must_use]
+    pub fn with_state<T: Send + Sync + 'static>(mut self, state: T) -> Self {
+        self.pipeline.set_state(Some(SharedState::new(state)));
+        self
+    }
+
+    /// Runs the driver's start-up hook, unless it was given a state; `false` if shutdown came
+    /// first.
+    async fn start(&mut self, shutdown: &mut Shutdown) -> Result<bool, Error> {
+        let hook = self.driver().state_hook();
+        let given = self.pipeline.state().cloned();
+        let settle = state::settle(self.name(), hook, given, self.config());
+        let state = tokio::select! {
+            _ = shutdown.requested() => return Ok(false),
+            state = settle => state?,
+        };
+        self.pipeline.set_state(state);
+        Ok(true)
     }
 
     /// The driver.
@@ -192,14 +245,27 @@ impl<D: Driver> DriverManager<D> {
     /// The prologue of [`run`](Self::run) and [`register`](Self::register): connects, waits
     /// for the `messages` stream and binds the consumer. `None` if shutdown came first.
     async fn bind(&self, shutdown: &mut Shutdown) -> Result<Option<Bound>, Error> {
-        let config = self.config();
-        let Some(client) = connect::connect(config, self.name(), &self.metrics, shutdown).await?
-        else {
-            return Ok(None);
-        };
+        match self.connect(shutdown).await? {
+            Some(client) => self.bind_on(client, shutdown).await,
+            None => Ok(None),
+        }
+    }
+
+    /// Connects to NATS; `None` if shutdown came first.
+    async fn connect(&self, shutdown: &mut Shutdown) -> Result<Option<async_nats::Client>, Error> {
+        connect::connect(self.config(), self.name(), &self.metrics, shutdown).await
+    }
+
+    /// Waits for the `messages` stream and binds the consumer on `client`. `None` if shutdown
+    /// came first.
+    async fn bind_on(
+        &self,
+        client: async_nats::Client,
+        shutdown: &mut Shutdown,
+    ) -> Result<Option<Bound>, Error> {
         let js = jetstream::new(client.clone());
         let consumer_config = self.consumer_config();
-        match setup::bind_consumer(&js, consumer_config.clone(), config, shutdown).await? {
+        match setup::bind_consumer(&js, consumer_config.clone(), self.config(), shutdown).await? {
             Some(consumer) => Ok(Some(Bound {
                 client,
                 js,
@@ -229,35 +295,51 @@ impl<D: Driver> DriverManager<D> {
         self.consumer_config().filter_subjects
     }
 
-    /// Connects, binds the consumer and processes events until a shutdown signal or
-    /// [`ShutdownHandle::shutdown`]; then finishes in-flight events and returns `Ok`.
+    /// Runs the driver's start-up hook (see [`Driver::state_hook`]), connects, binds the
+    /// consumer and processes events until a shutdown signal or [`ShutdownHandle::shutdown`];
+    /// then finishes in-flight events and returns `Ok`.
     ///
     /// NATS outages are waited out (unlimited reconnects), as is a missing `messages` stream.
+    /// A failing start-up hook is an error at once ([`Error::Start`]).
     ///
     /// The NATS protocol runs on a thread of its own, reconciles on the calling runtime: a
     /// reconcile that blocks its thread cannot stop the heartbeats of the others. Dropping the
     /// returned future shuts the manager down at once ([`ShutdownHandle::shutdown_now`]).
     pub async fn run(self) -> Result<(), Error> {
         let shutdown = self.shutdown_handle();
-        protocol::on_own_thread(shutdown, move |user| self.serve(user)).await
+        protocol::on_own_thread(shutdown, move |user| self.run_here(user)).await
     }
 
     /// The body of [`run`](Self::run), on the protocol thread; reconciles go to `user`.
-    async fn serve(self, user: tokio::runtime::Handle) -> Result<(), Error> {
+    async fn run_here(mut self, user: tokio::runtime::Handle) -> Result<(), Error> {
         let mut shutdown = self.watch_shutdown()?;
-        let config = self.config();
+        if !self.start(&mut shutdown).await? {
+            return Ok(());
+        }
         #[cfg(feature = "metrics")]
-        let _server = match config.metrics_addr {
-            Some(addr) => Some(AbortOnDrop(
-                crate::metrics::serve(addr, Arc::clone(&self.metrics))
-                    .await
-                    .map_err(|source| Error::Metrics { addr, source })?,
-            )),
-            None => None,
-        };
-        let Some(bound) = self.bind(&mut shutdown).await? else {
+        let _server = serve_metrics(self.config(), &self.metrics).await?;
+        let Some(client) = self.connect(&mut shutdown).await? else {
             return Ok(());
         };
+        let now = self.shutdown.now.subscribe();
+        let served = self.serve(client.clone(), user, &mut shutdown, now).await;
+        drain(client).await;
+        served
+    }
+
+    /// Binds the consumer on `client` and processes events until shutdown, then finishes
+    /// in-flight events (up to the shutdown timeout, or until `now`). Reconciles run on `user`.
+    async fn serve(
+        self,
+        client: async_nats::Client,
+        user: tokio::runtime::Handle,
+        shutdown: &mut Shutdown,
+        now: watch::Receiver<bool>,
+    ) -> Result<(), Error> {
+        let Some(bound) = self.bind_on(client, shutdown).await? else {
+            return Ok(());
+        };
+        let config = self.config();
         self.metrics.set_bound(true);
         tracing::info!(
             driver = %self.name(),
@@ -274,7 +356,7 @@ impl<D: Driver> DriverManager<D> {
             ack_wait: process::AckWait::new(bound.consumer.cached_info().config.ack_wait),
             log_buffer: LogBuffer::new(config.log_buffer),
             pipeline: self.pipeline,
-            client: bound.client.clone(),
+            client: bound.client,
             js: bound.js,
             metrics: Arc::clone(&self.metrics),
             #[cfg(feature = "client")]
@@ -286,14 +368,29 @@ impl<D: Driver> DriverManager<D> {
         )));
         let mut runner = Runner::new(shared, abort);
         runner
-            .consume(bound.consumer, bound.consumer_config, &mut shutdown)
+            .consume(bound.consumer, bound.consumer_config, shutdown)
             .await?;
-        runner.finish(abort_tx, self.shutdown.now.subscribe()).await;
+        runner.finish(abort_tx, now).await;
         self.metrics.set_bound(false);
-        drain(bound.client).await;
         tracing::info!(driver = %name, "driver stopped");
         Ok(())
     }
+}
+
+/// The metrics listener of [`Config::metrics_addr`], when one is set; it stops when dropped.
+#[cfg(feature = "metrics")]
+async fn serve_metrics(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+) -> Result<Option<AbortOnDrop<()>>, Error> {
+    Ok(match config.metrics_addr {
+        Some(addr) => Some(AbortOnDrop(
+            crate::metrics::serve(addr, Arc::clone(metrics))
+                .await
+                .map_err(|source| Error::Metrics { addr, source })?,
+        )),
+        None => None,
+    })
 }
 
 /// Drains the connection: what was published is flushed, then it closes. The flush comes

@@ -4,8 +4,9 @@
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use crate::context::stored_result;
 use crate::driver::Event;
-use crate::wire::Resource;
+use crate::wire::{DriverResult, DriverResultEvent, Resource};
 
 /// Builds a [`Resource`] with sensible defaults: id `test-<uuid>`, name `test`, no pipeline,
 /// empty metadata, `null` spec.
@@ -182,6 +183,30 @@ impl EventBuilder {
             .resource
             .metadata
             .insert(key.into(), value.into());
+        self
+    }
+
+    /// Adds the result of an earlier pipeline step run by `driver`, as the pipeline engine
+    /// stores it (metadata `driverresults.<driver>`, the DriverResultEvent as a JSON string),
+    /// for a [`PipelineContext`](crate::PipelineContext) to read. A later step gets the event
+    /// `process`: set it with [`event`](Self::event).
+    ///
+    /// ```
+    /// use conveyor_driver::testing::EventBuilder;
+    /// use conveyor_driver::{DriverResult, PipelineContext};
+    ///
+    /// let event = EventBuilder::new("app")
+    ///     .event("process")
+    ///     .earlier_result("git-cloner", DriverResult::success("cloned").with_data(serde_json::json!({"path": "/src"})))
+    ///     .build();
+    /// let path: serde_json::Value = PipelineContext::of(&event).result_of("git-cloner").unwrap();
+    /// assert_eq!(path["path"], "/src");
+    /// assert!(event.resource.metadata["driverresults.git-cloner"].is_string());
+    /// ```
+    #[must_use]
+    pub fn earlier_result(mut self, driver: impl Into<String>, result: DriverResult) -> Self {
+        let (key, value) = stored_result(&DriverResultEvent::new(result, driver));
+        self.event.resource.metadata.insert(key, value);
         self
     }
 

@@ -61,6 +61,7 @@ use crate::driver::{Driver, Event};
 use crate::logger::Capture;
 use crate::metrics::Counted;
 use crate::pipeline::{Incoming, Outcome, Pipeline, Sink};
+use crate::state::SharedState;
 use crate::wire::DriverResult;
 
 pub use crate::logger::LogLine;
@@ -173,6 +174,37 @@ impl<D: Driver> Harness<D> {
     #[must_use]
     pub fn client(mut self, client: Client) -> Self {
         self.client = Some(client);
+        self
+    }
+
+    /// Gives the driver its state, what its `State<T>` parameters get (the harness does not
+    /// run the start-up hook: give it a value made for the test).
+    ///
+    /// ```
+    /// use conveyor_driver::prelude::*;
+    /// use conveyor_driver::testing::{EventBuilder, Harness};
+    ///
+    /// struct Registry { url: String }
+    ///
+    /// async fn connect(_: &Config) -> Result<Registry, std::io::Error> {
+    ///     Ok(Registry { url: "https://registry.internal".into() })
+    /// }
+    ///
+    /// #[driver(name = "pusher", resources = ["image"], state = connect, main = false)]
+    /// async fn push(registry: State<Registry>, log: Logger) {
+    ///     log.log(format!("pushing to {}", registry.url));
+    /// }
+    ///
+    /// let harness = Harness::new(PusherDriver).state(Registry { url: "http://127.0.0.1:1".into() });
+    /// harness.run_blocking(EventBuilder::new("image")).assert_logged("pushing to http://127.0.0.1:1");
+    /// // Without one, the run fails saying so.
+    /// Harness::new(PusherDriver)
+    ///     .run_blocking(EventBuilder::new("image"))
+    ///     .assert_failure_contains("give it with `Harness::state`");
+    /// ```
+    #[must_use]
+    pub fn state<T: Send + Sync + 'static>(mut self, state: T) -> Self {
+        self.pipeline.set_state(Some(SharedState::new(state)));
         self
     }
 

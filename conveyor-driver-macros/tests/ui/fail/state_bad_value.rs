@@ -1,0 +1,4 @@
+use conveyor_driver::prelude::*;
+
+#[driver(name = "builder", resources = ["build"], state = "connect")]
+async fn build() {}

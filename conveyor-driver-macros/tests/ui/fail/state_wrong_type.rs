@@ -1,0 +1,11 @@
+use conveyor_driver::prelude::*;
+
+struct Docker;
+struct Pool;
+
+async fn connect(_: &Config) -> Result<Pool, std::io::Error> {
+    Ok(Pool)
+}
+
+#[driver(name = "builder", resources = ["build"], state = connect)]
+async fn build(_docker: State<Docker>) {}
