@@ -50,6 +50,7 @@ mod extract;
 mod logger;
 mod manager;
 pub mod metrics;
+mod otel;
 mod pipeline;
 mod settings;
 mod sizing;

@@ -173,7 +173,13 @@ fn main<D: Driver>(driver: D, version: &'static str, default_run_log: RunLogLaye
         .run_log_filter()
         .map_or(default_run_log, RunLogLayer::with_filter);
     // `invoke` keeps standard output for the result and the runtime quiet unless asked.
-    logging::install_tracing(output.log_format, Some(run_log), invoking);
+    let service = crate::otel::Service {
+        name: &name,
+        version,
+    };
+    // Dropped when `main` returns, after the runtime: it exports the last spans.
+    let _telemetry =
+        logging::install_tracing(output.log_format, Some(run_log), invoking, Some(service));
     match run_with(driver, args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(CliError::Failed(message)) => {
