@@ -41,8 +41,12 @@ impl TraceHeaders {
 }
 
 impl Injector for TraceHeaders {
+    /// Keeps a header only with a value: the propagator writes an empty `tracestate` for a
+    /// trace without one, which would only take room in every message.
     fn set(&mut self, key: &str, value: String) {
-        self.pairs.push((key.to_owned(), value));
+        if !value.is_empty() {
+            self.pairs.push((key.to_owned(), value));
+        }
     }
 }
 
@@ -219,6 +223,7 @@ mod tests {
             assert_eq!(fields[1].len(), 32);
             assert_ne!(fields[1], TRACE);
             assert_ne!(fields[1], "0".repeat(32));
+            assert!(!sent(&message).iter().any(|(k, _)| k == "tracestate"));
         }
     }
 
