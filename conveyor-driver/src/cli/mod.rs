@@ -43,7 +43,8 @@
 //! `off` disables it); by default INFO and above from the driver's own crate.
 //!
 //! The local output goes through `tracing-subscriber`, filtered by `RUST_LOG` (default
-//! `info`).
+//! `info`). With the `otel` feature the reconcile spans are also exported over OTLP when
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` is set (see the crate documentation), and flushed on exit.
 
 mod args;
 mod describe;
