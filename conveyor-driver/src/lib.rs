@@ -36,6 +36,19 @@
 //!     Ok(())
 //! }
 //! ```
+//!
+//! ## Tracing with OpenTelemetry
+//!
+//! With the `otel` feature, a binary whose `main` is [`cli::run`] (what `#[driver]` generates)
+//! exports one `reconcile` span per event over OTLP/HTTP (protobuf) when
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` is set, with the messaging semantic-convention attributes
+//! (`messaging.system = nats`, `messaging.destination.name`, `messaging.message.id`) and the run's
+//! driver, run id, resource and outcome. A W3C `traceparent`/`tracestate` in the event's NATS
+//! headers makes the span its child (a new root otherwise), and the span's own goes out in the
+//! headers of the run's log lines, its result and the API requests made during it. The standard
+//! `OTEL_*` variables apply (`OTEL_SERVICE_NAME`, defaulting to the driver's name,
+//! `OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_TRACES_SAMPLER`, `OTEL_BSP_*`...); `OTEL_SDK_DISABLED=true`
+//! turns it off. The last spans are exported when the binary exits.
 
 #![warn(missing_docs)]
 
@@ -56,6 +69,7 @@ mod extract;
 mod logger;
 mod manager;
 pub mod metrics;
+mod otel;
 mod pipeline;
 mod settings;
 pub mod signature;

@@ -178,6 +178,8 @@ pub(crate) struct RunContext {
     /// each line's `Nats-Msg-Id`.
     pub(crate) message_id: String,
     pub(crate) attempt: u64,
+    /// The reconcile span's trace context, sent with every line.
+    pub(crate) trace: crate::otel::RunTrace,
 }
 
 enum Command {
@@ -269,6 +271,7 @@ impl Logger {
                     resource: String::new(),
                     message_id: String::new(),
                     attempt: 1,
+                    trace: Default::default(),
                 },
                 sink: Sink::Local,
             }),

@@ -21,6 +21,7 @@ use crate::config::Config;
 use crate::driver::{Driver, Event};
 use crate::logger::{Capture, Logger, RunContext};
 use crate::metrics::Counted;
+use crate::otel;
 use crate::state::SharedState;
 use crate::wire::{DriverMessage, DriverResult, DriverResultEvent, Received, ResultEnvelope};
 
@@ -40,6 +41,8 @@ pub(crate) struct Pipeline<D> {
 pub(crate) struct Incoming {
     pub(crate) event: Event,
     pub(crate) raw_resource: Box<RawValue>,
+    /// The trace the event continues, from its NATS message (see [`crate::otel`]).
+    delivery: otel::Delivery,
 }
 
 impl Incoming {
@@ -58,7 +61,14 @@ impl Incoming {
         Self {
             event: Event::new(event, id, run_id, payload).with_attempt(attempt),
             raw_resource,
+            delivery: Default::default(),
         }
+    }
+
+    /// Takes the trace context and subject of the NATS `message` the event came in.
+    pub(crate) fn traced(mut self, message: &async_nats::Message) -> Self {
+        self.delivery = otel::Delivery::of(message);
+        self
     }
 
     /// Hands the event the API client, when one is configured.
@@ -77,6 +87,7 @@ impl Incoming {
         Self {
             event,
             raw_resource,
+            delivery: Default::default(),
         }
     }
 }
@@ -181,6 +192,7 @@ impl<D: Driver> Pipeline<D> {
     pub(crate) fn start(&self, mut incoming: Incoming, sink: Sink<'_>) -> Run {
         incoming.event.set_state(self.state.clone());
         let context = run_context(&self.name, &incoming.event);
+        let trace = context.trace.clone();
         let logger = match sink {
             Sink::Publish {
                 client,
@@ -197,6 +209,14 @@ impl<D: Driver> Pipeline<D> {
             Sink::Capture(capture) => Logger::capturing(context, capture),
         };
         let span = reconcile_span(&incoming.event, &logger);
+        let delivery = std::mem::take(&mut incoming.delivery);
+        otel::start_span(
+            &span,
+            delivery,
+            &incoming.event.message_id,
+            &self.name,
+            &trace,
+        );
         Run {
             incoming,
             logger,
@@ -218,8 +238,11 @@ impl<D: Driver> Pipeline<D> {
         let run_id = incoming.event.run_id.clone();
         let (decided, counted) = {
             use tracing::Instrument;
-            self.decide(incoming.event, &logger).instrument(span).await
+            self.decide(incoming.event, &logger)
+                .instrument(span.clone())
+                .await
         };
+        otel::record_outcome(&span, counted, decided.error());
         let outcome = match decided {
             Decided::Publish(result) => {
                 Outcome::Publish(self.envelope(run_id, incoming.raw_resource, result))
@@ -347,6 +370,15 @@ impl Decided {
     fn failure(message: impl Into<String>) -> Self {
         Self::Publish(DriverResult::failure(message))
     }
+
+    /// The error message of a failed result or a retry.
+    fn error(&self) -> Option<&str> {
+        match self {
+            Self::Publish(result) if result.success => None,
+            Self::Publish(result) => Some(&result.message),
+            Self::Retry { message, .. } => Some(message),
+        }
+    }
 }
 
 /// The identity fields of `resource`, with empty `metadata` and a null `spec`.
@@ -376,11 +408,13 @@ fn run_context(driver: &str, event: &Event) -> RunContext {
         resource: format!("{}/{}", event.resource.resource, event.resource.name),
         message_id: event.message_id.clone(),
         attempt: event.attempt,
+        trace: Default::default(),
     }
 }
 
 /// The span a run's work goes on in: it names the driver, run, event, resource and message,
-/// and carries the run's logger for the tracing bridge.
+/// and carries the run's logger for the tracing bridge. `otel.kind` stays empty (and out of
+/// the local output) unless OpenTelemetry records it.
 fn reconcile_span(event: &Event, logger: &Logger) -> tracing::Span {
     crate::bridge::with_run_logger(logger, || {
         tracing::info_span!(
@@ -393,6 +427,7 @@ fn reconcile_span(event: &Event, logger: &Logger) -> tracing::Span {
             resource_name = %event.resource.name,
             message_id = %event.message_id,
             attempt = event.attempt,
+            otel.kind = tracing::field::Empty,
         )
     })
 }

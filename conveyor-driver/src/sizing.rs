@@ -76,6 +76,15 @@ impl Headers {
         self
     }
 
+    /// Adds the W3C trace context `trace` (`traceparent`, `tracestate`; nothing without the
+    /// `otel` feature), so that the reader of the message continues the run's trace.
+    pub(crate) fn trace(mut self, trace: &crate::otel::TraceHeaders) -> Self {
+        for (key, value) in trace.iter() {
+            self.insert(key, value);
+        }
+        self
+    }
+
     /// What the headers add to a message's size. Never less than the real size: a key given
     /// twice is counted twice.
     pub(crate) fn wire_len(&self) -> usize {

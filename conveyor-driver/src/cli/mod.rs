@@ -43,7 +43,8 @@
 //! `off` disables it); by default INFO and above from the driver's own crate.
 //!
 //! The local output goes through `tracing-subscriber`, filtered by `RUST_LOG` (default
-//! `info`).
+//! `info`). With the `otel` feature the reconcile spans are also exported over OTLP when
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` is set (see the crate documentation), and flushed on exit.
 
 mod args;
 mod describe;
@@ -229,7 +230,13 @@ impl Program {
             .run_log_filter()
             .map_or(default_run_log, RunLogLayer::with_filter);
         // `invoke` keeps standard output for the result and the runtime quiet unless asked.
-        logging::install_tracing(output.log_format, Some(run_log), invoking);
+        let service = crate::otel::Service {
+            name: &name,
+            version,
+        };
+        // Dropped when `main` returns, after the runtime: it exports the last spans.
+        let _telemetry =
+            logging::install_tracing(output.log_format, Some(run_log), invoking, Some(service));
         match run(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(CliError::Failed(message)) => {

@@ -781,7 +781,7 @@ impl Client {
         body: &Body,
         streaming: bool,
     ) -> Result<reqwest::Response, ClientError> {
-        let mut request = self.inner.http.request(method.clone(), url.clone());
+        let mut request = crate::otel::traced(self.inner.http.request(method.clone(), url.clone()));
         if !streaming {
             request = request.timeout(self.inner.timeout);
         } else {

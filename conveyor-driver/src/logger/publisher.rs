@@ -124,7 +124,8 @@ impl Publisher {
         limit.saturating_sub(body.saturating_add(headers))
     }
 
-    /// The headers of line number `line`: its labels and its `Nats-Msg-Id`.
+    /// The headers of line number `line`: its labels, its `Nats-Msg-Id` and the run's trace
+    /// context.
     fn headers(&self, labels: &[(String, String)], line: u64) -> sizing::Headers {
         let mut headers = sizing::Headers::new();
         for (key, value) in labels {
@@ -138,7 +139,7 @@ impl Publisher {
             context.attempt,
             line,
         );
-        headers.msg_id(&id)
+        headers.msg_id(&id).trace(context.trace.headers())
     }
 
     /// Publishes one line that fits: live (core NATS) and persisted (JetStream).

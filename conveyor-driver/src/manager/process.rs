@@ -86,7 +86,7 @@ impl<D: Driver> Task<D> {
             shared.pipeline.name(),
             &received.message.id,
         );
-        let incoming = Incoming::received(received, attempt);
+        let incoming = Incoming::received(received, attempt).traced(&message);
         #[cfg(feature = "client")]
         let incoming = incoming.with_client(shared.api.as_ref());
         let sink = Sink::Publish {
@@ -211,7 +211,9 @@ async fn deliver<D: Driver>(
     envelope: ResultEnvelope,
     (attempt, msg_id): (u64, &str),
 ) -> AckKind {
-    let headers = Headers::new().msg_id(msg_id);
+    let headers = Headers::new()
+        .msg_id(msg_id)
+        .trace(&crate::otel::TraceHeaders::current());
     let limit = sizing::max_payload(&shared.client);
     let (body, success) = match fit(&shared.pipeline, envelope, headers.wire_len(), limit) {
         Ok(fitted) => fitted,
