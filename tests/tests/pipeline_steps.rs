@@ -249,12 +249,17 @@ async fn a_driver_that_cannot_bind_is_named_and_the_other_keeps_working() {
     let status = process.wait(Duration::from_secs(30));
     assert_eq!(status.code(), Some(1));
     let output = process.output();
-    let last = output.lines().last().unwrap_or_default();
+    // Standard output and standard error interleave: find the error line among them.
+    let errors: Vec<&str> = output
+        .lines()
+        .filter(|line| line.starts_with("steps: error:"))
+        .collect();
+    assert_eq!(errors.len(), 1, "{output}");
     assert!(
-        last.starts_with(
+        errors[0].starts_with(
             "steps: error: driver `build`: JetStream refused to set up consumer build"
         ),
         "{output}"
     );
-    assert!(!last.contains("driver `fetch`"), "{last}");
+    assert!(!errors[0].contains("driver `fetch`"), "{output}");
 }
