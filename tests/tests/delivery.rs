@@ -246,11 +246,11 @@ async fn prefetched_events_wait_for_a_slot_and_go_back_at_once_on_shutdown() {
         .await
         .expect("the metrics endpoint answers");
     assert!(
-        body.contains("conveyor_driver_in_flight 2\n"),
+        body.contains("conveyor_driver_in_flight{driver=\"builder\"} 2\n"),
         "in_flight counts running events, not prefetched ones: {body}"
     );
     assert!(
-        body.contains("conveyor_driver_waiting 2\n"),
+        body.contains("conveyor_driver_waiting{driver=\"builder\"} 2\n"),
         "waiting counts the prefetched ones: {body}"
     );
 
