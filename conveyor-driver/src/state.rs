@@ -7,14 +7,12 @@ use std::any::{Any, TypeId};
 use std::fmt;
 use std::future::Future;
 use std::ops::Deref;
-use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use futures_util::FutureExt;
-
 use crate::config::Config;
 use crate::extract::short_type_name;
+use crate::manager::protocol::AbortOnDrop;
 
 /// The driver's shared state, built once by its start-up hook: a `#[driver]` parameter.
 ///
@@ -118,20 +116,26 @@ impl StateHook {
         self.state_type == state.type_id
     }
 
-    /// Runs the hook for `driver`; a panic in it is an error too.
+    /// Runs the hook for `driver` on the runtime `on`; a panic in it is an error too.
+    ///
+    /// `on` is the runtime the reconciles run on, not the protocol thread's: clients the hook
+    /// builds (connection pools, HTTP clients) tie their background tasks to the runtime that
+    /// built them. The hook ends with the future awaiting it (a shutdown during start-up).
     pub(crate) async fn run(
         &self,
         driver: &str,
         config: &Config,
+        on: &tokio::runtime::Handle,
     ) -> Result<SharedState, StartError> {
-        let run = AssertUnwindSafe((self.run)(config.clone())).catch_unwind();
-        let message = match run.await {
+        let mut task = AbortOnDrop(on.spawn((self.run)(config.clone())));
+        let message = match task.join().await {
             Ok(Ok(state)) => return Ok(state),
             Ok(Err(message)) => message,
-            Err(panic) => format!(
+            Err(err) if err.is_panic() => format!(
                 "panicked: {}",
-                crate::pipeline::panic_message(panic.as_ref())
+                crate::pipeline::panic_message(err.into_panic().as_ref())
             ),
+            Err(err) => format!("did not finish: {err}"),
         };
         Err(StartError::Hook {
             driver: driver.to_owned(),
@@ -231,10 +235,11 @@ pub(crate) async fn settle(
     hook: Option<StateHook>,
     given: Option<SharedState>,
     config: &Config,
+    on: &tokio::runtime::Handle,
 ) -> Result<Option<SharedState>, StartError> {
     match (hook, given) {
         (None, None) => Ok(None),
-        (Some(hook), None) => hook.run(driver, config).await.map(Some),
+        (Some(hook), None) => hook.run(driver, config, on).await.map(Some),
         (Some(hook), Some(given)) if hook.builds(&given) => Ok(Some(given)),
         (Some(hook), Some(given)) => Err(StartError::WrongState {
             driver: driver.to_owned(),
@@ -265,6 +270,14 @@ mod tests {
         })
     }
 
+    /// The runtime hooks run on (as the reconciles' runtime would be).
+    fn on() -> &'static tokio::runtime::Handle {
+        static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+        RUNTIME
+            .get_or_init(|| tokio::runtime::Runtime::new().unwrap())
+            .handle()
+    }
+
     fn block_on<F: Future>(future: F) -> F::Output {
         tokio::runtime::Builder::new_current_thread()
             .build()
@@ -278,7 +291,7 @@ mod tests {
         let hook = pool_hook(false);
         assert_eq!(hook.name(), "connect");
         assert_eq!(hook.state_type(), "Pool");
-        let state = block_on(settle("builder", Some(hook), None, &config)).unwrap();
+        let state = block_on(settle("builder", Some(hook), None, &config, on())).unwrap();
         let state = state.unwrap();
         assert_eq!(*state.get::<Pool>().unwrap(), Pool(3));
         assert!(state.get::<String>().is_none());
@@ -292,6 +305,7 @@ mod tests {
             Some(pool_hook(true)),
             None,
             &Config::default(),
+            on(),
         ))
         .unwrap_err();
         assert_eq!(
@@ -304,7 +318,7 @@ mod tests {
             }
             Ok::<_, String>(())
         });
-        let err = block_on(panicking.run("builder", &Config::default())).unwrap_err();
+        let err = block_on(panicking.run("builder", &Config::default(), on())).unwrap_err();
         assert!(
             err.to_string().ends_with("failed: panicked: no socket"),
             "{err}"
@@ -315,9 +329,15 @@ mod tests {
     fn a_given_state_must_be_the_hooks_type() {
         let config = Config::default();
         let given = SharedState::new(Pool(9));
-        let state = block_on(settle("b", Some(pool_hook(true)), Some(given), &config))
-            .unwrap()
-            .unwrap();
+        let state = block_on(settle(
+            "b",
+            Some(pool_hook(true)),
+            Some(given),
+            &config,
+            on(),
+        ))
+        .unwrap()
+        .unwrap();
         // The hook did not run: it would have failed.
         assert_eq!(*state.get::<Pool>().unwrap(), Pool(9));
         let wrong = SharedState::new("text".to_owned());
@@ -326,15 +346,16 @@ mod tests {
             Some(pool_hook(false)),
             Some(wrong.clone()),
             &config,
+            on(),
         ))
         .unwrap_err();
         assert_eq!(
             err.to_string(),
             "driver `b` takes a `Pool` as its state, but was given a `String`"
         );
-        let err = block_on(settle("b", None, Some(wrong), &config)).unwrap_err();
+        let err = block_on(settle("b", None, Some(wrong), &config, on())).unwrap_err();
         assert!(matches!(err, StartError::NoStateTaken { .. }), "{err}");
-        assert!(block_on(settle("b", None, None, &config))
+        assert!(block_on(settle("b", None, None, &config, on()))
             .unwrap()
             .is_none());
     }

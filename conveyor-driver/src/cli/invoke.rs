@@ -73,6 +73,7 @@ pub(super) fn invoke<D: Driver>(driver: D, config: Config, input: &Path) -> Resu
             hook,
             None,
             pipeline.config(),
+            runtime.handle(),
         ))
         .map_err(crate::Error::from)?;
     pipeline.set_state(state);

@@ -8,7 +8,7 @@
 mod connect;
 mod ordering;
 mod process;
-mod protocol;
+pub(crate) mod protocol;
 mod pull;
 mod runner;
 mod set;
@@ -169,10 +169,14 @@ impl<D: Driver> DriverManager<D> {
 
     /// Runs the driver's start-up hook, unless it was given a state; `false` if shutdown came
     /// first.
-    async fn start(&mut self, shutdown: &mut Shutdown) -> Result<bool, Error> {
+    async fn start(
+        &mut self,
+        shutdown: &mut Shutdown,
+        user: &tokio::runtime::Handle,
+    ) -> Result<bool, Error> {
         let hook = self.driver().state_hook();
         let given = self.pipeline.state().cloned();
-        let settle = state::settle(self.name(), hook, given, self.config());
+        let settle = state::settle(self.name(), hook, given, self.config(), user);
         let state = tokio::select! {
             _ = shutdown.requested() => return Ok(false),
             state = settle => state?,
@@ -313,7 +317,7 @@ impl<D: Driver> DriverManager<D> {
     /// The body of [`run`](Self::run), on the protocol thread; reconciles go to `user`.
     async fn run_here(mut self, user: tokio::runtime::Handle) -> Result<(), Error> {
         let mut shutdown = self.watch_shutdown()?;
-        if !self.start(&mut shutdown).await? {
+        if !self.start(&mut shutdown, &user).await? {
             return Ok(());
         }
         #[cfg(feature = "metrics")]

@@ -60,11 +60,11 @@ impl Drop for StopOnDrop {
 /// A task that is aborted when this handle is dropped: a reconcile on the user's runtime ends
 /// with the event that started it (handed back at shutdown), and a helper task with the
 /// manager.
-pub(super) struct AbortOnDrop<T>(pub(super) tokio::task::JoinHandle<T>);
+pub(crate) struct AbortOnDrop<T>(pub(crate) tokio::task::JoinHandle<T>);
 
 impl<T> AbortOnDrop<T> {
     /// Waits for the task's output.
-    pub(super) async fn join(&mut self) -> Result<T, tokio::task::JoinError> {
+    pub(crate) async fn join(&mut self) -> Result<T, tokio::task::JoinError> {
         (&mut self.0).await
     }
 }

@@ -123,18 +123,12 @@ impl DriverSet {
         }
         let mut shutdown = Shutdown(self.shutdown.graceful.subscribe());
         let metrics = share_metrics(&mut members);
-        if !share_states(&mut members, &config, &mut shutdown).await? {
+        if !share_states(&mut members, &config, &mut shutdown, &user).await? {
             return Ok(());
         }
         #[cfg(feature = "metrics")]
         let _server = super::serve_metrics(&config, &metrics).await?;
-        let names = members
-            .iter()
-            .map(|member| member.name())
-            .collect::<Vec<_>>()
-            .join(",");
-        let connected = super::connect::connect(&config, &names, &metrics, &mut shutdown);
-        let Some(client) = connected.await? else {
+        let Some(client) = connect(&members, &config, &metrics, &mut shutdown).await? else {
             return Ok(());
         };
         let served = members.into_iter().map(|member| {
@@ -162,13 +156,7 @@ impl DriverSet {
         let members = configure(self.drivers, &config)?;
         let metrics = Metrics::new("register");
         let mut shutdown = Shutdown(self.shutdown.graceful.subscribe());
-        let names = members
-            .iter()
-            .map(|member| member.name())
-            .collect::<Vec<_>>()
-            .join(",");
-        let connected = super::connect::connect(&config, &names, &metrics, &mut shutdown);
-        let Some(client) = connected.await? else {
+        let Some(client) = connect(&members, &config, &metrics, &mut shutdown).await? else {
             return Ok(());
         };
         let registered = members.iter().map(|member| {
@@ -248,6 +236,7 @@ async fn share_states(
     members: &mut [Box<dyn Member>],
     config: &Config,
     shutdown: &mut Shutdown,
+    user: &tokio::runtime::Handle,
 ) -> Result<bool, Error> {
     let mut built: Vec<SharedState> = Vec::new();
     for member in members.iter_mut() {
@@ -257,7 +246,7 @@ async fn share_states(
         let state = match built.iter().find(|state| hook.builds(state)) {
             Some(state) => state.clone(),
             None => {
-                let run = hook.run(member.name_ref(), config);
+                let run = hook.run(member.name_ref(), config, user);
                 let state = tokio::select! {
                     _ = shutdown.requested() => return Ok(false),
                     state = run => state?,
@@ -269,6 +258,18 @@ async fn share_states(
         member.set_state(state);
     }
     Ok(true)
+}
+
+/// The one connection of every driver of the set, named after all of them; `None` if shutdown
+/// came first.
+async fn connect(
+    members: &[Box<dyn Member>],
+    config: &Config,
+    metrics: &Arc<Metrics>,
+    shutdown: &mut Shutdown,
+) -> Result<Option<async_nats::Client>, Error> {
+    let names: Vec<String> = members.iter().map(|member| member.name()).collect();
+    super::connect::connect(config, &names.join(","), metrics, shutdown).await
 }
 
 /// `Ok` when every driver ended well, else the error of each that did not.
