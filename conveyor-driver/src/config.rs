@@ -10,7 +10,11 @@ use crate::settings::http_url;
 #[cfg(feature = "metrics")]
 use crate::settings::socket_addr;
 use crate::settings::ConfigError;
-use crate::settings::{self, boolean, count, duration, invalid_value, nats_urls, number, path};
+use crate::settings::{self, boolean, count, duration, invalid_value, nats_urls, path};
+
+mod prefetch;
+
+pub use prefetch::Prefetch;
 
 crate::settings::declare_settings! {
     /// How the Driver Manager connects and consumes.
@@ -35,7 +39,8 @@ crate::settings::declare_settings! {
     /// |---|---|---|---|
     /// | `nats_url` | `CONVEYOR_NATS_URL` | `--nats-url` | nats://127.0.0.1:4222 |
     /// | `concurrency` | `CONVEYOR_CONCURRENCY` | `--concurrency` | 4 |
-    /// | `prefetch` | `CONVEYOR_PREFETCH` | `--prefetch` | 0 |
+    /// | `prefetch` | `CONVEYOR_PREFETCH` | `--prefetch` | auto |
+    /// | `prefetch_wait` | `CONVEYOR_PREFETCH_WAIT` | `--prefetch-wait` | 20ms |
     /// | `ack_wait` | `CONVEYOR_ACK_WAIT` | `--ack-wait` | 30s |
     /// | `max_deliver` | `CONVEYOR_MAX_DELIVER` | `--max-deliver` | 5 |
     /// | `max_ack_pending` | `CONVEYOR_MAX_ACK_PENDING` | `--max-ack-pending` | 1000 |
@@ -60,9 +65,12 @@ crate::settings::declare_settings! {
         /// How many events this instance reconciles at once
         concurrency: usize = 4,
             env "CONVEYOR_CONCURRENCY", flag "concurrency" = "N", parse count;
-        /// How many events this instance takes ahead of free slots; 0 shares work fairly between instances
-        prefetch: usize = 0,
-            env "CONVEYOR_PREFETCH", flag "prefetch" = "N", parse number;
+        /// Events this instance takes ahead of free slots: `auto` while they would start within --prefetch-wait, or a fixed number (0: none)
+        prefetch: Prefetch = Prefetch::Auto,
+            env "CONVEYOR_PREFETCH", flag "prefetch" = "auto|N", parse prefetch::parse;
+        /// With --prefetch auto: how long an event taken ahead of a free slot may be expected to wait for one
+        prefetch_wait: Duration = Duration::from_millis(20),
+            env "CONVEYOR_PREFETCH_WAIT", flag "prefetch-wait" = "DURATION", parse duration;
         /// How long JetStream waits for an acknowledgement before redelivering
         ack_wait: Duration = Duration::from_secs(30),
             env "CONVEYOR_ACK_WAIT", flag "ack-wait" = "DURATION", parse duration;
@@ -145,22 +153,36 @@ impl Config {
         self
     }
 
-    /// How many events this instance takes from JetStream ahead of free slots, to start each
-    /// one as soon as a slot frees rather than a round trip later. The default, 0, takes only
-    /// as many events as there are free slots, so that several instances share the work
-    /// fairly: a prefetched event waits here even when another instance is idle. Worth it for
-    /// many short reconciles on one instance; prefetched events are kept alive with
+    /// How many events this instance takes from JetStream ahead of free slots, so that each
+    /// starts as soon as a slot frees rather than a pull round trip later.
+    ///
+    /// The default, [`Prefetch::Auto`], takes events ahead only while this instance's recent
+    /// reconciles say they would start within [`prefetch_wait`](Self::prefetch_wait): many short
+    /// reconciles pipeline, long ones are never hoarded while another instance has a free
+    /// slot. A number fixes it: `0` takes only as many events as there are free slots, `64`
+    /// keeps up to 64 waiting whatever they cost. Events taken ahead are kept alive with
     /// in-progress acks and handed back at once on shutdown.
     ///
     /// ```
-    /// use conveyor_driver::Config;
+    /// use conveyor_driver::{Config, Prefetch};
     ///
     /// // Up to 64 reconciles at once, and 64 more events waiting for a slot.
     /// let config = Config::default().concurrency(64).prefetch(64);
+    /// // Back to the default.
+    /// let config = config.prefetch(Prefetch::Auto);
     /// ```
     #[must_use]
-    pub fn prefetch(mut self, prefetch: usize) -> Self {
-        self.prefetch = prefetch;
+    pub fn prefetch(mut self, prefetch: impl Into<Prefetch>) -> Self {
+        self.prefetch = prefetch.into();
+        self
+    }
+
+    /// With [`Prefetch::Auto`], how long an event taken ahead of a free slot may be expected
+    /// to wait for one (default 20 ms). Longer pipelines more work on a busy instance; shorter
+    /// leaves more for the other instances.
+    #[must_use]
+    pub fn prefetch_wait(mut self, prefetch_wait: Duration) -> Self {
+        self.prefetch_wait = prefetch_wait;
         self
     }
 
@@ -418,7 +440,7 @@ mod tests {
         .unwrap();
         assert_eq!(config.nats_url, "nats://10.0.0.1:4222");
         assert_eq!(config.concurrency, 12);
-        assert_eq!(config.prefetch, 3);
+        assert_eq!(config.prefetch, Prefetch::Fixed(3));
         assert_eq!(config.ack_wait, Duration::from_secs(45));
         assert_eq!(config.max_deliver, 3);
         assert_eq!(config.max_ack_pending, 50);

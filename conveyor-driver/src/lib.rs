@@ -80,7 +80,7 @@ pub mod wire;
 
 #[cfg(feature = "client")]
 pub use client::{Client, ClientError};
-pub use config::Config;
+pub use config::{Config, Prefetch};
 pub use context::{PipelineContext, StepError};
 pub use conveyor_driver_macros::driver;
 pub use driver::{Driver, Event, ReconcileError, ReconcileResult, ResultExt};

@@ -242,13 +242,6 @@ impl<T: Value<Parsed = T>> Value for Option<T> {
 // The parsers: one per kind of value. Each takes the text as given and says what a valid value
 // looks like when it is not one.
 
-/// A whole number, 0 or more.
-pub(crate) fn number<T: std::str::FromStr>(text: &str) -> Result<T, String> {
-    text.trim()
-        .parse()
-        .map_err(|_| "expected a whole number".to_owned())
-}
-
 /// A whole number, at least 1.
 pub(crate) fn count<T: std::str::FromStr + PartialOrd + From<u8>>(text: &str) -> Result<T, String> {
     match text.trim().parse::<T>() {
@@ -450,7 +443,6 @@ mod tests {
         assert!(duration("soon").is_err());
         assert_eq!(count::<u32>("1"), Ok(1));
         assert!(count::<u32>("0").is_err() && count::<u32>("-1").is_err());
-        assert_eq!(number::<usize>("0"), Ok(0));
         assert_eq!(boolean("ON"), Ok(true));
         assert_eq!(boolean("off"), Ok(false));
         assert!(boolean("maybe").is_err());

@@ -280,6 +280,45 @@ async fn prefetched_events_wait_for_a_slot_and_go_back_at_once_on_shutdown() {
 }
 
 #[tokio::test]
+async fn auto_prefetch_takes_events_ahead_of_short_reconciles_only() {
+    let server = NatsServer::start();
+    let (conveyor, mut tap) = start(&server).await;
+    // The default prefetch, `auto`.
+    let (driver, running) = builder(&conveyor, test_config(&server).concurrency(2)).await;
+    let pending = |expected: &'static str| {
+        let conveyor = &conveyor;
+        async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let pending = conveyor.consumer("builder").await.num_ack_pending;
+            eprintln!("{expected}: {pending} events handed out");
+            pending
+        }
+    };
+    let results = |count: usize| move |seen: &[conveyor_driver_tests::Seen]| {
+        seen.iter().filter(|s| s.is_result()).count() >= count
+    };
+
+    // Reconciles of a millisecond or two: events are taken ahead of the two slots.
+    create_builds(&conveyor, 300, json!({})).await;
+    tap.until_within("300 results", Duration::from_secs(30), results(300))
+        .await;
+    create_builds(&conveyor, 8, json!({"hold": true})).await;
+    let held = &driver;
+    wait_until("2 held", || async move { held.calls().len() == 302 }).await;
+    let ahead = pending("after short reconciles").await;
+    assert!(ahead > 2, "{ahead} events handed out: none taken ahead");
+
+    // Reconciles of half a second, ten times the events' 20 ms bound: nothing ahead.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    driver.release();
+    tap.until("308 results", results(308)).await;
+    create_builds(&conveyor, 6, json!({"sleep_ms": 3000})).await;
+    wait_until("2 long", || async move { held.calls().len() == 310 }).await;
+    assert_eq!(pending("after long reconciles").await, 2, "nothing taken ahead");
+    running.stop().await.unwrap();
+}
+
+#[tokio::test]
 async fn slots_of_expired_pull_requests_are_reused() {
     let server = NatsServer::start();
     let (conveyor, mut tap) = start(&server).await;

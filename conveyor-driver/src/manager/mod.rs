@@ -7,6 +7,7 @@
 
 mod connect;
 mod ordering;
+mod pace;
 mod process;
 pub(crate) mod protocol;
 mod pull;
@@ -349,13 +350,14 @@ impl<D: Driver> DriverManager<D> {
             driver = %self.name(),
             subjects = ?bound.consumer_config.filter_subjects,
             concurrency = config.concurrency,
-            prefetch = config.prefetch,
+            prefetch = %config.prefetch,
             "driver started"
         );
         let name = self.name().to_owned();
         let (abort_tx, abort) = watch::channel(false);
         let shared = Arc::new(process::Shared {
             running: Semaphore::new(config.concurrency),
+            pace: pace::Pace::new(config),
             user,
             ack_wait: process::AckWait::new(bound.consumer.cached_info().config.ack_wait),
             log_buffer: LogBuffer::new(config.log_buffer),

@@ -12,7 +12,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, AckKind};
 use async_nats::HeaderMap;
@@ -29,6 +29,7 @@ use crate::sizing::{self, Headers};
 use crate::wire::{subjects, Received, ResultEnvelope};
 
 use super::ordering::Turn;
+use super::pace::Pace;
 use super::protocol::AbortOnDrop;
 
 /// What every event task shares.
@@ -39,6 +40,8 @@ pub(super) struct Shared<D> {
     pub(super) metrics: Arc<Metrics>,
     /// One permit per reconcile that may run at once; events prefetched beyond it wait here.
     pub(super) running: tokio::sync::Semaphore,
+    /// How long those permits are held, which sets how many events are taken ahead.
+    pub(super) pace: Pace,
     /// The runtime reconciles run on: the one that called `run`.
     pub(super) user: tokio::runtime::Handle,
     /// The consumer's `ack_wait` as the server has it, which sets the heartbeat period.
@@ -145,14 +148,14 @@ async fn handle<D: Driver>(
     turn.hold(slot.or(handed));
     let _running = tokio::select! {
         biased;
-        permit = shared.running.acquire() => permit,
+        permit = shared.running.acquire() => Running(permit, &shared.pace, Instant::now()),
         // A prefetched event that has not started: another instance can take it now.
         _ = stopping.wait_for(|stopping| *stopping) => return AckKind::Nak(None),
     };
     drop(waiting);
     let _in_flight = shared.metrics.in_flight();
     let logger = run.logger.clone();
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     let Some((outcome, counted)) = reconcile(shared, run).await else {
         return AckKind::Nak(Some(shared.pipeline.config().backoff(delivery.0)));
     };
@@ -162,6 +165,15 @@ async fn handle<D: Driver>(
         Outcome::Publish(envelope) => deliver(shared, envelope, delivery).await,
         Outcome::Retry { delay, .. } => AckKind::Nak(Some(delay)),
         Outcome::Skipped => AckKind::Ack, // filtered at dispatch already
+    }
+}
+
+/// A reconcile slot, timed for the [`Pace`] until it is released.
+struct Running<'a, P>(P, &'a Pace, Instant);
+
+impl<P> Drop for Running<'_, P> {
+    fn drop(&mut self) {
+        self.1.released(self.2);
     }
 }
 

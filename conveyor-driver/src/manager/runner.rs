@@ -52,7 +52,10 @@ impl<D: Driver> Runner<D> {
         shutdown: &mut Shutdown,
     ) -> Result<(), Error> {
         let config = self.shared.pipeline.config();
-        let slots = Arc::new(Semaphore::new(config.concurrency + config.prefetch));
+        let pace = &self.shared.pace;
+        let slots = Arc::new(Semaphore::new(config.concurrency + pace.cap()));
+        // The slots beyond `concurrency` that are not to be asked for now.
+        let mut withheld = Withheld::new(Arc::clone(&slots), pace.cap());
         let Some(mut puller) = self.subscribe(consumer, shutdown).await else {
             return Ok(());
         };
@@ -92,6 +95,9 @@ impl<D: Driver> Runner<D> {
                     if let Ok(more) = Arc::clone(&slots).try_acquire_many_owned(free) {
                         permits.merge(more);
                     }
+                    let Some(permits) = withheld.adjust(permits, self.shared.pace.ahead()) else {
+                        continue;
+                    };
                     if let Err(err) = puller.request(permits).await {
                         tracing::warn!(error = %err, "pull request not sent");
                         if shutdown.sleep(Duration::from_secs(1)).await {
@@ -247,6 +253,56 @@ impl<D: Driver> Runner<D> {
 /// event then comes back after `ack_wait`). Short, so that a second signal exits in about 2 s
 /// and the default shutdown fits Kubernetes' 30 s grace period.
 const ABORT_GRACE: Duration = Duration::from_millis(1500);
+
+/// The pull slots beyond `concurrency` held back from requests while the pace allows fewer
+/// events ahead than the most there can be.
+struct Withheld {
+    held: Option<OwnedSemaphorePermit>,
+    /// The pull slots beyond `concurrency`.
+    cap: usize,
+}
+
+impl Withheld {
+    /// Withholds every slot beyond `concurrency` to begin with.
+    fn new(slots: Arc<Semaphore>, cap: usize) -> Self {
+        let held = u32::try_from(cap)
+            .ok()
+            .and_then(|cap| slots.try_acquire_many_owned(cap).ok());
+        Self { held, cap }
+    }
+
+    /// Withholds `cap - ahead` slots, taking them from the freshly acquired `permits` or
+    /// giving back what is withheld beyond that; returns what is left to request.
+    fn adjust(
+        &mut self,
+        mut permits: OwnedSemaphorePermit,
+        ahead: usize,
+    ) -> Option<OwnedSemaphorePermit> {
+        let target = self.cap.saturating_sub(ahead);
+        let held = self.held.as_ref().map_or(0, OwnedSemaphorePermit::num_permits);
+        if held > target {
+            // Back to the semaphore: the next acquire requests them.
+            drop(self.held.as_mut().and_then(|held| held.split(held.num_permits() - target)));
+            return Some(permits);
+        }
+        let owed = target - held;
+        if owed >= permits.num_permits() {
+            self.hold(permits);
+            return None;
+        }
+        if let Some(owed) = permits.split(owed) {
+            self.hold(owed);
+        }
+        Some(permits)
+    }
+
+    fn hold(&mut self, permits: OwnedSemaphorePermit) {
+        match &mut self.held {
+            Some(held) => held.merge(permits),
+            None => self.held = Some(permits),
+        }
+    }
+}
 
 async fn join_all(tasks: &mut JoinSet<()>) {
     while let Some(result) = tasks.join_next().await {
