@@ -283,8 +283,12 @@ async fn prefetched_events_wait_for_a_slot_and_go_back_at_once_on_shutdown() {
 async fn auto_prefetch_takes_events_ahead_of_short_reconciles_only() {
     let server = NatsServer::start();
     let (conveyor, mut tap) = start(&server).await;
-    // The default prefetch, `auto`.
-    let (driver, running) = builder(&conveyor, test_config(&server).concurrency(2)).await;
+    // The default prefetch, `auto`, with room for a loaded test machine: events are taken
+    // ahead while they would start within 200 ms.
+    let config = test_config(&server)
+        .concurrency(2)
+        .prefetch_wait(Duration::from_millis(200));
+    let (driver, running) = builder(&conveyor, config).await;
     let pending = |expected: &'static str| {
         let conveyor = &conveyor;
         async move {
@@ -294,11 +298,13 @@ async fn auto_prefetch_takes_events_ahead_of_short_reconciles_only() {
             pending
         }
     };
-    let results = |count: usize| move |seen: &[conveyor_driver_tests::Seen]| {
-        seen.iter().filter(|s| s.is_result()).count() >= count
+    let results = |count: usize| {
+        move |seen: &[conveyor_driver_tests::Seen]| {
+            seen.iter().filter(|s| s.is_result()).count() >= count
+        }
     };
 
-    // Reconciles of a millisecond or two: events are taken ahead of the two slots.
+    // Reconciles of milliseconds: events are taken ahead of the two slots.
     create_builds(&conveyor, 300, json!({})).await;
     tap.until_within("300 results", Duration::from_secs(30), results(300))
         .await;
@@ -308,13 +314,18 @@ async fn auto_prefetch_takes_events_ahead_of_short_reconciles_only() {
     let ahead = pending("after short reconciles").await;
     assert!(ahead > 2, "{ahead} events handed out: none taken ahead");
 
-    // Reconciles of half a second, ten times the events' 20 ms bound: nothing ahead.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Reconciles holding their slots two seconds, ten times the bound: nothing ahead (the
+    // requests that asked for events ahead have expired meanwhile).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     driver.release();
     tap.until("308 results", results(308)).await;
     create_builds(&conveyor, 6, json!({"sleep_ms": 3000})).await;
     wait_until("2 long", || async move { held.calls().len() == 310 }).await;
-    assert_eq!(pending("after long reconciles").await, 2, "nothing taken ahead");
+    assert_eq!(
+        pending("after long reconciles").await,
+        2,
+        "nothing taken ahead"
+    );
     running.stop().await.unwrap();
 }
 

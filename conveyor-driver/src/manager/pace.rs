@@ -8,9 +8,13 @@
 //! was held lately (reconcile, log flush, result publish). *Slowest*, not average: a mix of
 //! 1 ms and 2 s reconciles averages 200 ms, but an event ahead can land behind four 2 s
 //! ones. It is a maximum that decays by half every [`HALF_LIFE`] slot releases, so one long
-//! reconcile stops prefetching at once and a run of short ones brings it back soon.
+//! reconcile stops prefetching at once and a run of short ones brings it back soon. A slot
+//! held right now counts with its age: after short builds, the first long one stops the
+//! prefetching while it runs, not only once it ends.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::config::{Config, Prefetch};
@@ -27,6 +31,9 @@ const AUTO_CAP: usize = 64;
 pub(super) struct Pace {
     /// Microseconds, as `f64` bits; 0 before the first release.
     slowest: AtomicU64,
+    /// When each slot held now was taken, by a number given in taking order: the first is
+    /// the oldest.
+    held: Mutex<Held>,
     concurrency: usize,
     prefetch: Prefetch,
     /// `prefetch_wait` in microseconds.
@@ -37,6 +44,7 @@ impl Pace {
     pub(super) fn new(config: &Config) -> Self {
         Self {
             slowest: AtomicU64::new(0f64.to_bits()),
+            held: Mutex::new(Held::default()),
             concurrency: config.concurrency,
             prefetch: config.prefetch,
             wait: config.prefetch_wait.as_secs_f64() * 1e6,
@@ -51,6 +59,11 @@ impl Pace {
         }
     }
 
+    /// Whether the events taken ahead follow the reconcile times.
+    pub(super) fn adaptive(&self) -> bool {
+        self.prefetch == Prefetch::Auto
+    }
+
     /// How many events to take ahead now.
     pub(super) fn ahead(&self) -> usize {
         let Prefetch::Auto = self.prefetch else {
@@ -60,14 +73,36 @@ impl Pace {
         if slowest <= 0.0 {
             return 0; // nothing known yet: take only what starts at once
         }
+        let oldest = self
+            .held()
+            .oldest()
+            .map_or(0.0, |taken| taken.elapsed().as_secs_f64() * 1e6);
+        let slowest = slowest.max(oldest);
         let ahead = self.concurrency as f64 * self.wait / slowest;
         // Saturating: a NaN or a huge ratio becomes the cap.
         (ahead as usize).min(self.cap())
     }
 
-    /// Counts a slot held from `since` until now.
-    pub(super) fn released(&self, since: Instant) {
-        self.record(since.elapsed());
+    /// A slot is taken now; [`released`](Self::released) with what this returns.
+    pub(super) fn taken(&self) -> Slot {
+        let mut held = self.held();
+        held.next += 1;
+        let slot = Slot(held.next, Instant::now());
+        held.since.insert(slot.0, slot.1);
+        slot
+    }
+
+    /// Counts the time `slot` was held.
+    pub(super) fn released(&self, slot: Slot) {
+        self.held().since.remove(&slot.0);
+        self.record(slot.1.elapsed());
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, Held> {
+        // The map stays consistent even if a holder panicked: insert and remove are whole.
+        self.held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn record(&self, held: Duration) {
@@ -82,12 +117,33 @@ impl Pace {
     }
 }
 
+/// A taken slot: its number and when it was taken.
+#[derive(Debug)]
+pub(super) struct Slot(u64, Instant);
+
+/// The slots held now.
+#[derive(Debug, Default)]
+struct Held {
+    next: u64,
+    since: BTreeMap<u64, Instant>,
+}
+
+impl Held {
+    fn oldest(&self) -> Option<Instant> {
+        self.since.first_key_value().map(|(_, taken)| *taken)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn pace(prefetch: Prefetch, concurrency: usize) -> Pace {
-        Pace::new(&Config::default().concurrency(concurrency).prefetch(prefetch))
+        Pace::new(
+            &Config::default()
+                .concurrency(concurrency)
+                .prefetch(prefetch),
+        )
     }
 
     #[test]
@@ -121,7 +177,23 @@ mod tests {
         for _ in 0..(64 * 10) {
             pace.record(Duration::from_millis(1));
         }
-        assert_eq!(pace.ahead(), 64, "2 s / 2048 is under 1 ms: 80 ahead, capped at 64");
+        assert_eq!(
+            pace.ahead(),
+            64,
+            "2 s / 2048 is under 1 ms: 80 ahead, capped at 64"
+        );
+    }
+
+    #[test]
+    fn a_slot_held_long_now_stops_prefetching_before_it_is_released() {
+        let pace = pace(Prefetch::Auto, 4);
+        pace.record(Duration::from_millis(1));
+        let slot = pace.taken();
+        assert_eq!(pace.ahead(), 64);
+        std::thread::sleep(Duration::from_millis(90));
+        assert_eq!(pace.ahead(), 0, "4 × 20 ms / 90 ms");
+        pace.released(slot);
+        assert_eq!(pace.ahead(), 0, "and it is the slowest now");
     }
 
     #[test]

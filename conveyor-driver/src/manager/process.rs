@@ -29,7 +29,7 @@ use crate::sizing::{self, Headers};
 use crate::wire::{subjects, Received, ResultEnvelope};
 
 use super::ordering::Turn;
-use super::pace::Pace;
+use super::pace::{self, Pace};
 use super::protocol::AbortOnDrop;
 
 /// What every event task shares.
@@ -148,7 +148,7 @@ async fn handle<D: Driver>(
     turn.hold(slot.or(handed));
     let _running = tokio::select! {
         biased;
-        permit = shared.running.acquire() => Running(permit, &shared.pace, Instant::now()),
+        permit = shared.running.acquire() => Running(permit, &shared.pace, Some(shared.pace.taken())),
         // A prefetched event that has not started: another instance can take it now.
         _ = stopping.wait_for(|stopping| *stopping) => return AckKind::Nak(None),
     };
@@ -169,11 +169,13 @@ async fn handle<D: Driver>(
 }
 
 /// A reconcile slot, timed for the [`Pace`] until it is released.
-struct Running<'a, P>(P, &'a Pace, Instant);
+struct Running<'a, P>(P, &'a Pace, Option<pace::Slot>);
 
 impl<P> Drop for Running<'_, P> {
     fn drop(&mut self) {
-        self.1.released(self.2);
+        if let Some(slot) = self.2.take() {
+            self.1.released(slot);
+        }
     }
 }
 

@@ -32,6 +32,11 @@ use crate::wire::subjects;
 /// new requests.
 const PULL_EXPIRES: Duration = Duration::from_secs(5);
 
+/// How long a request made while events are taken ahead waits on the server. Short: what it
+/// asks for was decided by reconcile times that may no longer hold (short builds followed by
+/// long ones), and a request cannot be taken back once it is in the air.
+pub(super) const AHEAD_EXPIRES: Duration = Duration::from_secs(1);
+
 /// How long after its expiry a request can no longer deliver: a margin for a busy server and
 /// events still on the wire.
 const EXPIRY_MARGIN: Duration = Duration::from_secs(2);
@@ -143,24 +148,25 @@ impl Puller {
         })
     }
 
-    /// Asks for one event per permit; the permits stay reserved for those events.
+    /// Asks for one event per permit, waiting at most `expires` (up to [`PULL_EXPIRES`]) on
+    /// the server; the permits stay reserved for those events.
     pub(super) async fn request(
         &mut self,
         permits: OwnedSemaphorePermit,
+        expires: Duration,
     ) -> Result<(), async_nats::PublishError> {
         tokio::time::sleep_until(self.paused_until).await;
         let count = permits.num_permits();
+        let expires = expires.min(PULL_EXPIRES);
         // The expiry is in nanoseconds, as the JetStream API wants it.
-        let body = format!(
-            r#"{{"batch":{count},"expires":{}}}"#,
-            PULL_EXPIRES.as_nanos()
-        );
+        let body = format!(r#"{{"batch":{count},"expires":{}}}"#, expires.as_nanos());
         let generation = &mut self.current;
         let reply = format!("{}.{count}", generation.inbox);
         self.client
             .publish_with_reply(self.subject.clone(), reply, body.into())
             .await?;
-        generation.last_deadline = Some(Instant::now() + PULL_EXPIRES + EXPIRY_MARGIN);
+        let deadline = Instant::now() + expires + EXPIRY_MARGIN;
+        generation.last_deadline = generation.last_deadline.max(Some(deadline));
         match &mut generation.reserved {
             Some(reserved) => reserved.merge(permits),
             None => generation.reserved = Some(permits),

@@ -14,7 +14,7 @@ use crate::wire::Received;
 
 use super::ordering::Ordering;
 use super::process::{settle, Shared, Task};
-use super::pull::{Pulled, Puller};
+use super::pull::{self, Pulled, Puller};
 use super::setup;
 use super::signals::Shutdown;
 
@@ -95,10 +95,15 @@ impl<D: Driver> Runner<D> {
                     if let Ok(more) = Arc::clone(&slots).try_acquire_many_owned(free) {
                         permits.merge(more);
                     }
-                    let Some(permits) = withheld.adjust(permits, self.shared.pace.ahead()) else {
+                    let ahead = self.shared.pace.ahead();
+                    let Some(permits) = withheld.adjust(permits, ahead) else {
                         continue;
                     };
-                    if let Err(err) = puller.request(permits).await {
+                    let expires = match ahead {
+                        1.. if self.shared.pace.adaptive() => pull::AHEAD_EXPIRES,
+                        _ => Duration::MAX,
+                    };
+                    if let Err(err) = puller.request(permits, expires).await {
                         tracing::warn!(error = %err, "pull request not sent");
                         if shutdown.sleep(Duration::from_secs(1)).await {
                             return Ok(());
@@ -279,10 +284,17 @@ impl Withheld {
         ahead: usize,
     ) -> Option<OwnedSemaphorePermit> {
         let target = self.cap.saturating_sub(ahead);
-        let held = self.held.as_ref().map_or(0, OwnedSemaphorePermit::num_permits);
+        let held = self
+            .held
+            .as_ref()
+            .map_or(0, OwnedSemaphorePermit::num_permits);
         if held > target {
             // Back to the semaphore: the next acquire requests them.
-            drop(self.held.as_mut().and_then(|held| held.split(held.num_permits() - target)));
+            drop(
+                self.held
+                    .as_mut()
+                    .and_then(|held| held.split(held.num_permits() - target)),
+            );
             return Some(permits);
         }
         let owed = target - held;
