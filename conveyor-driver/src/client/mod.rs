@@ -21,6 +21,7 @@
 //! `502`/`503`/`504`; POST requests never are.
 
 mod auth;
+mod jwt;
 mod sse;
 pub mod types;
 
@@ -37,6 +38,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 pub use auth::{Credentials, CredentialsError, Token, DEFAULT_TOKEN_LIFETIME};
+pub use jwt::Algorithm;
 pub use types::{BroadcastMessage, LogQuery, Pipeline, ResourceCreated, ResourceDefinition, Step};
 
 use crate::config::Config;
