@@ -274,7 +274,10 @@ fn ec_key(
     let pkcs8 = match key {
         PrivateKeyDer::Pkcs8(der) => {
             let info = pkcs8_info(der.secret_pkcs8_der())?;
-            if info.algorithm.oid != EC_PUBLIC_KEY {
+            // A key on another curve belongs to another certificate.
+            if info.algorithm.oid != EC_PUBLIC_KEY
+                || info.algorithm.parameters_oid().ok() != Some(curve)
+            {
                 return Err(mismatch(subject));
             }
             der.secret_pkcs8_der().to_vec()
@@ -286,14 +289,16 @@ fn ec_key(
             };
             pkcs8::PrivateKeyInfo::new(algorithm, der.secret_sec1_der())
                 .to_der()
-                .map_err(|_| CredentialsError::Key("cannot convert the SEC1 key to PKCS#8".into()))?
+                .map_err(|_| {
+                    CredentialsError::Key("cannot convert the SEC1 key to PKCS#8".into())
+                })?
         }
         _ => return Err(mismatch(subject)),
     };
     if algorithm != Algorithm::Es512 {
         return Ok(SigningKey::ec(&pkcs8, algorithm));
     }
-    // A key on another curve is the certificate's mismatch, not a malformed key.
+    // A SEC1 key of another curve fails here: it is another certificate's too.
     use p521::pkcs8::DecodePrivateKey as _;
     let secret = p521::SecretKey::from_pkcs8_der(&pkcs8).map_err(|_| mismatch(subject))?;
     SigningKey::p521(&secret).map_err(CredentialsError::Key)
