@@ -461,8 +461,12 @@ mod tests {
             ("CONVEYOR_RETRY_BACKOFF_MAX", "2m"),
             ("CONVEYOR_SHUTDOWN_TIMEOUT", "10"),
             ("CONVEYOR_CREATE_STREAMS", "1"),
+            ("CONVEYOR_API_MAX_RESPONSE_BYTES", "4096"),
+            ("CONVEYOR_API_MAX_EVENT_BYTES", "512"),
         ])
         .unwrap();
+        assert_eq!(config.api_max_response_bytes, 4096);
+        assert_eq!(config.api_max_event_bytes, 512);
         assert_eq!(config.nats_url, "nats://10.0.0.1:4222");
         assert_eq!(config.concurrency, 12);
         assert_eq!(config.prefetch, 3);
@@ -486,6 +490,8 @@ mod tests {
             ("CONVEYOR_CREATE_STREAMS", "maybe"),
             ("CONVEYOR_API_URL", "nats://127.0.0.1:4222"),
             ("CONVEYOR_API_URL", "not a url"),
+            ("CONVEYOR_API_MAX_RESPONSE_BYTES", "0"),
+            ("CONVEYOR_API_MAX_EVENT_BYTES", "1MiB"),
         ] {
             let err = env(&[(name, value)]).unwrap_err();
             assert_eq!(err.setting, name);
