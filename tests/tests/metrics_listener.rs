@@ -180,6 +180,26 @@ async fn shutdown_ends_the_open_connections() {
     assert!(took < Duration::from_secs(2), "closed after {took:?}");
 }
 
+/// The soft and hard limits of open files of process `pid`.
+fn nofile(pid: u32) -> (String, String) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("/proc limits");
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("a open files limit");
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    (fields[3].to_owned(), fields[4].to_owned())
+}
+
+/// Sets the open files limit of process `pid` to `soft:hard`.
+fn set_nofile(pid: u32, limits: &str) {
+    let status = std::process::Command::new("prlimit")
+        .args(["--pid", &pid.to_string(), &format!("--nofile={limits}")])
+        .status()
+        .expect("prlimit");
+    assert!(status.success(), "prlimit --nofile={limits} failed");
+}
+
 /// CPU time (user + system) of process `pid`, in clock ticks.
 fn cpu_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc stat");
@@ -207,7 +227,7 @@ async fn accept_errors_back_off_instead_of_spinning() {
         &[],
     );
     let base = format!("http://{addr}");
-    poll(&format!("{base}/readyz"), "readiness", |status, _| {
+    poll(&format!("{base}/healthz"), "the listener", |status, _| {
         status == 200
     })
     .await;
@@ -217,16 +237,8 @@ async fn accept_errors_back_off_instead_of_spinning() {
     let open = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
         .count();
-    let limit = open + 3;
-    let status = std::process::Command::new("prlimit")
-        .args([
-            "--pid",
-            &pid.to_string(),
-            &format!("--nofile={limit}:{limit}"),
-        ])
-        .status()
-        .expect("prlimit");
-    assert!(status.success());
+    let (soft, hard) = nofile(pid);
+    set_nofile(pid, &format!("{}:{hard}", open + 3));
     let mut held = Vec::new();
     for _ in 0..12 {
         held.push(TcpStream::connect(&addr).await.unwrap());
@@ -246,11 +258,7 @@ async fn accept_errors_back_off_instead_of_spinning() {
     assert!(errors < 40, "{errors} warnings");
     // With descriptors back, it serves again.
     drop(held);
-    let status = std::process::Command::new("prlimit")
-        .args(["--pid", &pid.to_string(), "--nofile=1024:1024"])
-        .status()
-        .expect("prlimit");
-    assert!(status.success());
+    set_nofile(pid, &format!("{soft}:{hard}"));
     poll(&format!("{base}/healthz"), "recovery", |status, _| {
         status == 200
     })
