@@ -55,6 +55,8 @@ crate::settings::declare_settings! {
     /// | `tls_ca` | `CONVEYOR_TLS_CA` | `--tls-ca` | none |
     /// | `metrics_addr` | `CONVEYOR_METRICS_ADDR` | `--metrics-addr` | none (no metrics listener) |
     /// | `api_url` | `CONVEYOR_API_URL` | `--api-url` | none (no API client for reconciles) |
+    /// | `api_max_response_bytes` | `CONVEYOR_API_MAX_RESPONSE_BYTES` | `--api-max-response-bytes` | 33554432 |
+    /// | `api_max_event_bytes` | `CONVEYOR_API_MAX_EVENT_BYTES` | `--api-max-event-bytes` | 1048576 |
     ///
     /// Durations are written `500ms`, `30s`, `2m` …; a bare number means seconds.
     #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,6 +122,14 @@ crate::settings::declare_settings! {
         api_url: Option<String> = None,
             env "CONVEYOR_API_URL", flag "api-url" = "URL", parse http_url,
             unset "none (no API client for reconciles)";
+        #[cfg(feature = "client")]
+        /// The largest API response body the client reads; a larger one is an error
+        api_max_response_bytes: usize = Config::DEFAULT_API_MAX_RESPONSE_BYTES,
+            env "CONVEYOR_API_MAX_RESPONSE_BYTES", flag "api-max-response-bytes" = "BYTES", parse count;
+        #[cfg(feature = "client")]
+        /// The largest event of an API log stream; a larger one ends the stream with an error
+        api_max_event_bytes: usize = Config::DEFAULT_API_MAX_EVENT_BYTES,
+            env "CONVEYOR_API_MAX_EVENT_BYTES", flag "api-max-event-bytes" = "BYTES", parse count;
     }
 }
 
@@ -338,6 +348,34 @@ impl Config {
         self
     }
 
+    /// The default [`api_max_response_bytes`](Self::api_max_response_bytes): 32 MiB.
+    #[cfg(feature = "client")]
+    pub const DEFAULT_API_MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
+
+    /// The default [`api_max_event_bytes`](Self::api_max_event_bytes): 1 MiB.
+    #[cfg(feature = "client")]
+    pub const DEFAULT_API_MAX_EVENT_BYTES: usize = 1024 * 1024;
+
+    /// The largest response body the API client reads (default 32 MiB): a server, or anything
+    /// posing as one, cannot make a driver hold more in memory. A larger body is a
+    /// [`ClientError::TooLarge`](crate::client::ClientError::TooLarge) naming both sizes.
+    #[cfg(feature = "client")]
+    #[must_use]
+    pub fn api_max_response_bytes(mut self, bytes: usize) -> Self {
+        self.api_max_response_bytes = bytes;
+        self
+    }
+
+    /// The largest event of a live log stream (default 1 MiB); a larger one ends the stream
+    /// with [`ClientError::TooLarge`](crate::client::ClientError::TooLarge). A stream as a whole
+    /// has no limit: it may run for as long as the run does.
+    #[cfg(feature = "client")]
+    #[must_use]
+    pub fn api_max_event_bytes(mut self, bytes: usize) -> Self {
+        self.api_max_event_bytes = bytes;
+        self
+    }
+
     /// Checks the values that code can set out of range.
     pub fn validate(&self) -> Result<(), ConfigError> {
         nats_urls(&self.nats_url)
@@ -345,6 +383,15 @@ impl Config {
         #[cfg(feature = "client")]
         if let Some(url) = &self.api_url {
             http_url(url).map_err(|reason| invalid_value("api_url", url, reason))?;
+        }
+        #[cfg(feature = "client")]
+        for (setting, bytes) in [
+            ("api_max_response_bytes", self.api_max_response_bytes),
+            ("api_max_event_bytes", self.api_max_event_bytes),
+        ] {
+            if bytes == 0 {
+                return Err(invalid_value(setting, "0", "must be at least 1"));
+            }
         }
         if self.concurrency == 0 {
             return Err(invalid_value("concurrency", "0", "must be at least 1"));
@@ -436,8 +483,12 @@ mod tests {
             ("CONVEYOR_RETRY_BACKOFF_MAX", "2m"),
             ("CONVEYOR_SHUTDOWN_TIMEOUT", "10"),
             ("CONVEYOR_CREATE_STREAMS", "1"),
+            ("CONVEYOR_API_MAX_RESPONSE_BYTES", "4096"),
+            ("CONVEYOR_API_MAX_EVENT_BYTES", "512"),
         ])
         .unwrap();
+        assert_eq!(config.api_max_response_bytes, 4096);
+        assert_eq!(config.api_max_event_bytes, 512);
         assert_eq!(config.nats_url, "nats://10.0.0.1:4222");
         assert_eq!(config.concurrency, 12);
         assert_eq!(config.prefetch, Prefetch::Fixed(3));
@@ -461,6 +512,8 @@ mod tests {
             ("CONVEYOR_CREATE_STREAMS", "maybe"),
             ("CONVEYOR_API_URL", "nats://127.0.0.1:4222"),
             ("CONVEYOR_API_URL", "not a url"),
+            ("CONVEYOR_API_MAX_RESPONSE_BYTES", "0"),
+            ("CONVEYOR_API_MAX_EVENT_BYTES", "1MiB"),
         ] {
             let err = env(&[(name, value)]).unwrap_err();
             assert_eq!(err.setting, name);

@@ -28,7 +28,10 @@
 #![cfg_attr(not(feature = "metrics"), allow(dead_code))]
 
 #[cfg(feature = "metrics")]
-use std::net::SocketAddr;
+mod server;
+#[cfg(feature = "metrics")]
+pub(crate) use server::serve;
+
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -324,80 +327,6 @@ impl Drop for Counting {
     fn drop(&mut self) {
         self.0.dec();
     }
-}
-
-/// Binds `addr` and serves the endpoints on the current Tokio runtime until the returned task
-/// is aborted.
-#[cfg(feature = "metrics")]
-pub(crate) async fn serve(
-    addr: SocketAddr,
-    metrics: Arc<Metrics>,
-) -> std::io::Result<tokio::task::JoinHandle<()>> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    let bound = listener.local_addr()?;
-    tracing::info!(addr = %bound, "serving metrics and health endpoints");
-    Ok(tokio::spawn(async move {
-        loop {
-            let (stream, _) = match listener.accept().await {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    tracing::debug!(error = %err, "metrics connection not accepted");
-                    continue;
-                }
-            };
-            let metrics = Arc::clone(&metrics);
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |request| {
-                    let response = respond(&metrics, &request);
-                    async move { Ok::<_, std::convert::Infallible>(response) }
-                });
-                let io = hyper_util::rt::TokioIo::new(stream);
-                if let Err(err) = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(io, service)
-                    .await
-                {
-                    tracing::debug!(error = %err, "metrics connection ended with an error");
-                }
-            });
-        }
-    }))
-}
-
-#[cfg(feature = "metrics")]
-type Body = http_body_util::Full<bytes::Bytes>;
-
-#[cfg(feature = "metrics")]
-fn respond<B>(metrics: &Metrics, request: &hyper::Request<B>) -> hyper::Response<Body> {
-    use hyper::StatusCode;
-    let (status, content_type, body) = match (request.method(), request.uri().path()) {
-        (&hyper::Method::GET, "/metrics") => (
-            StatusCode::OK,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            metrics.encode(),
-        ),
-        (&hyper::Method::GET, "/healthz") => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
-        (&hyper::Method::GET, "/readyz") if metrics.ready() => {
-            (StatusCode::OK, "text/plain", "ready\n".to_owned())
-        }
-        (&hyper::Method::GET, "/readyz") => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "text/plain",
-            "not ready: not connected or consumer not bound\n".to_owned(),
-        ),
-        _ => (
-            StatusCode::NOT_FOUND,
-            "text/plain",
-            "not found\n".to_owned(),
-        ),
-    };
-    let mut response = hyper::Response::new(Body::new(bytes::Bytes::from(body)));
-    *response.status_mut() = status;
-    if let Ok(value) = hyper::header::HeaderValue::from_str(content_type) {
-        response
-            .headers_mut()
-            .insert(hyper::header::CONTENT_TYPE, value);
-    }
-    response
 }
 
 #[cfg(test)]

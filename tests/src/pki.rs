@@ -1,5 +1,7 @@
 //! Test certificates, generated with `rcgen`: a CA, optional intermediates, client
-//! certificates with RSA, P-256 or P-384 keys, and a server certificate for 127.0.0.1.
+//! certificates with RSA, P-256 or P-384 keys, and a server certificate for 127.0.0.1. P-521
+//! client keys, which `ring` (rcgen's backend) lacks, are generated with RustCrypto's `p521`
+//! and their certificates built with `x509-cert`, signed by the same CA.
 //!
 //! `ring` cannot generate RSA keys, so the RSA client key is a throwaway fixture
 //! (`fixtures/rsa-2048.*.pem`, the same key in PKCS#8 and PKCS#1); its certificate is generated.
@@ -81,6 +83,12 @@ impl Identity {
     }
 }
 
+/// A serial number unique enough for test certificates.
+fn rand_serial() -> u32 {
+    use p521::elliptic_curve::rand_core::RngCore as _;
+    p521::elliptic_curve::rand_core::OsRng.next_u32() >> 1
+}
+
 /// PEM-encodes DER.
 pub fn pem(label: &str, der: &[u8]) -> String {
     let b64 = base64::engine::general_purpose::STANDARD.encode(der);
@@ -159,6 +167,67 @@ impl Ca {
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         self.issue(params, key)
+    }
+
+    /// A client certificate for `name` with a P-521 key generated here (PKCS#8 in `key_pem`),
+    /// issued by this CA, which must have a P-256 key (a root, not an intermediate).
+    pub fn client_p521(&self, name: &str) -> Identity {
+        use pkcs8::der::{Decode as _, Encode as _};
+        use std::str::FromStr as _;
+        use x509_cert::builder::{Builder as _, CertificateBuilder, Profile};
+
+        let key = p521::SecretKey::random(&mut p521::elliptic_curve::rand_core::OsRng);
+        let key_pem = {
+            use p521::pkcs8::EncodePrivateKey as _;
+            key.to_pkcs8_pem(Default::default())
+                .expect("P-521 PKCS#8")
+                .to_string()
+        };
+        let spki = {
+            use p521::pkcs8::EncodePublicKey as _;
+            let der = key.public_key().to_public_key_der().expect("P-521 SPKI");
+            x509_cert::spki::SubjectPublicKeyInfoOwned::from_der(der.as_bytes()).expect("SPKI")
+        };
+        let ca_cert = x509_cert::Certificate::from_der(&self.cert_der).expect("CA DER");
+        let ca_key = {
+            use p256::pkcs8::DecodePrivateKey as _;
+            p256::ecdsa::SigningKey::from_pkcs8_der(&self.issuer.key().serialize_der())
+                .expect("client_p521 needs a P-256 issuer (a root CA)")
+        };
+        let mut builder = CertificateBuilder::new(
+            Profile::Leaf {
+                issuer: ca_cert.tbs_certificate.subject.clone(),
+                enable_key_agreement: false,
+                enable_key_encipherment: false,
+            },
+            x509_cert::serial_number::SerialNumber::from(rand_serial()),
+            x509_cert::time::Validity::from_now(std::time::Duration::from_secs(24 * 3600))
+                .expect("validity"),
+            x509_cert::name::Name::from_str(&format!("CN={name}")).expect("name"),
+            spki,
+            &ca_key,
+        )
+        .expect("certificate builder");
+        builder
+            .add_extension(&x509_cert::ext::pkix::ExtendedKeyUsage(vec![
+                // id-kp-clientAuth
+                pkcs8::ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.2"),
+            ]))
+            .expect("extended key usage");
+        let cert = builder
+            .build::<p256::ecdsa::DerSignature>()
+            .expect("sign the P-521 certificate");
+        let leaf_der = cert.to_der().expect("certificate DER");
+        Identity {
+            chain_pem: format!(
+                "{}{}{}",
+                pem("CERTIFICATE", &leaf_der),
+                self.cert_pem_if_intermediate(),
+                self.chain_above
+            ),
+            key_pem,
+            leaf_der,
+        }
     }
 
     /// A server certificate for 127.0.0.1 and `localhost`.

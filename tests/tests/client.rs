@@ -905,14 +905,128 @@ fn secrets_never_appear_in_debug_display_or_errors() {
     assert!(!texts[4].contains("secret-key-path"), "{}", texts[4]);
 }
 
+#[tokio::test]
+async fn p521_pkcs8_key_signs_es512() {
+    let ca = Ca::new("Conveyor CA");
+    let identity = ca.client_p521("driver");
+    assert!(identity.key_pem.starts_with("-----BEGIN PRIVATE KEY-----"));
+    assert_accepted(&ca, &identity, &identity.key_pem, "ES512", 1).await;
+}
+
+#[tokio::test]
+async fn p521_sec1_key_signs_es512() {
+    let ca = Ca::new("Conveyor CA");
+    let identity = ca.client_p521("driver");
+    let sec1 = identity.key_sec1_pem();
+    assert!(sec1.starts_with("-----BEGIN EC PRIVATE KEY-----"));
+    assert_accepted(&ca, &identity, &sec1, "ES512", 1).await;
+}
+
+#[tokio::test]
+async fn an_es512_token_is_raw_r_s_and_its_alg_must_fit_the_curve() {
+    let ca = Ca::new("Conveyor CA");
+    let identity = ca.client_p521("driver");
+    let credentials =
+        Credentials::from_pem(identity.chain_pem.as_bytes(), identity.key_pem.as_bytes()).unwrap();
+    assert_eq!(credentials.algorithm().as_str(), "ES512");
+    let token = credentials.sign_token(Duration::from_secs(60)).unwrap();
+    let pieces: Vec<&str> = token.expose().split('.').collect();
+    let signature = URL_SAFE_NO_PAD.decode(pieces[2]).unwrap();
+    assert_eq!(signature.len(), 132, "r‖s, 66 bytes each");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let verify =
+        |token: &str| conveyor_driver_tests::api_server::verify_token(token, &ca.cert_der, now);
+    verify(token.expose()).expect("the token verifies");
+
+    // The stand-in verifies as the server does: another alg for a P-521 key is refused …
+    let (mut header, _) = parts(token.expose());
+    header["alg"] = json!("ES384");
+    let relabelled = format!(
+        "{}.{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        pieces[1],
+        pieces[2]
+    );
+    let err = verify(&relabelled).unwrap_err();
+    assert!(err.contains("does not fit the leaf key (ES512)"), "{err}");
+    // … and so is a DER-encoded signature, or one cut short.
+    let (r, s) = signature.split_at(66);
+    let der = der_signature(r, s);
+    let der_token = format!(
+        "{}.{}.{}",
+        pieces[0],
+        pieces[1],
+        URL_SAFE_NO_PAD.encode(&der)
+    );
+    let err = verify(&der_token).unwrap_err();
+    assert!(err.contains("2×66 bytes"), "{err}");
+    let short = format!(
+        "{}.{}.{}",
+        pieces[0],
+        pieces[1],
+        URL_SAFE_NO_PAD.encode(&signature[..131])
+    );
+    assert!(verify(&short).is_err());
+    // A flipped bit in the claims breaks the signature.
+    let mut claims = URL_SAFE_NO_PAD.decode(pieces[1]).unwrap();
+    claims[2] ^= 1;
+    let tampered = format!(
+        "{}.{}.{}",
+        pieces[0],
+        URL_SAFE_NO_PAD.encode(&claims),
+        pieces[2]
+    );
+    let err = verify(&tampered).unwrap_err();
+    assert!(err.contains("invalid signature"), "{err}");
+}
+
+/// The ASN.1 DER `ECDSA-Sig-Value` of `r` and `s`, the encoding JWS does not use.
+fn der_signature(r: &[u8], s: &[u8]) -> Vec<u8> {
+    let integer = |bytes: &[u8]| {
+        let bytes = &bytes[bytes.iter().take_while(|b| **b == 0).count()..];
+        let mut out = vec![0x02];
+        let pad = bytes.first().is_some_and(|b| *b >= 0x80);
+        out.push((bytes.len() + usize::from(pad)) as u8);
+        if pad {
+            out.push(0);
+        }
+        out.extend_from_slice(bytes);
+        out
+    };
+    let body = [integer(r), integer(s)].concat();
+    let mut out = vec![0x30, 0x81, body.len() as u8];
+    out.extend(body);
+    out
+}
+
 #[test]
-fn a_p521_key_is_a_clear_unsupported_error() {
-    // The JWT library signs ES256 and ES384 only; ES512 (P-521) must fail clearly, up front.
-    let cert = include_str!("../fixtures/p521.crt.pem");
-    let key = include_str!("../fixtures/p521.key.pem");
-    let err = Credentials::from_pem(cert.as_bytes(), key.as_bytes()).unwrap_err();
-    assert!(matches!(err, CredentialsError::Unsupported(_)), "{err:?}");
-    assert!(err.to_string().contains("P-521"), "{err}");
+fn a_p521_key_of_another_certificate_is_a_mismatch() {
+    let ca = Ca::new("Conveyor CA");
+    let identity = ca.client_p521("driver");
+    let other = ca.client_p521("other");
+    let p256 = ca.client("p256", KeyKind::P256);
+    for key in [
+        other.key_pem.clone(),
+        other.key_sec1_pem(),
+        p256.key_pem.clone(),
+        p256.key_sec1_pem(),
+    ] {
+        let err = Credentials::from_pem(identity.chain_pem.as_bytes(), key.as_bytes()).unwrap_err();
+        assert!(
+            matches!(err, CredentialsError::KeyMismatch { .. }),
+            "{err:?}"
+        );
+    }
+    // A P-521 key for a P-256 certificate, too.
+    let err =
+        Credentials::from_pem(p256.chain_pem.as_bytes(), identity.key_pem.as_bytes()).unwrap_err();
+    assert!(
+        matches!(err, CredentialsError::KeyMismatch { .. }),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]

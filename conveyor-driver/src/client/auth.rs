@@ -8,13 +8,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
 use pkcs8::der::asn1::{AnyRef, ObjectIdentifier};
 use pkcs8::der::{Decode as _, Encode as _};
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
+
+use super::jwt::{self, Algorithm, SigningKey};
 
 const RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
 const EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
@@ -46,7 +47,8 @@ pub enum CredentialsError {
     /// The key input holds no PKCS#1, PKCS#8 or SEC1 PEM private key, or a malformed one.
     #[error("invalid private key: {0}")]
     Key(String),
-    /// The key type or curve cannot sign tokens (e.g. P-521, which the JWT library lacks).
+    /// The key type or curve cannot sign tokens (e.g. Ed25519 or a curve other than P-256,
+    /// P-384 and P-521).
     #[error("unsupported key: {0}")]
     Unsupported(String),
     /// The private key does not belong to the leaf (first) certificate of the chain.
@@ -75,8 +77,7 @@ pub enum CredentialsError {
 /// ```
 #[derive(Clone)]
 pub struct Credentials {
-    key: EncodingKey,
-    algorithm: Algorithm,
+    key: SigningKey,
     x5c: Vec<String>,
     thumbprint: String,
     subject: String,
@@ -85,7 +86,7 @@ pub struct Credentials {
 impl fmt::Debug for Credentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Credentials")
-            .field("algorithm", &self.algorithm)
+            .field("algorithm", &self.key.algorithm())
             .field("subject", &self.subject)
             .field("chain_len", &self.x5c.len())
             .field("thumbprint", &self.thumbprint)
@@ -161,7 +162,7 @@ impl Credentials {
 
         let key = PrivateKeyDer::from_pem_slice(key)
             .map_err(|err| CredentialsError::Key(pem_error(&err)))?;
-        let (algorithm, encoding_key, decoding_key) = if spki.algorithm.oid == RSA_ENCRYPTION {
+        let signing_key = if spki.algorithm.oid == RSA_ENCRYPTION {
             let pkcs1 = match &key {
                 PrivateKeyDer::Pkcs1(der) => der.secret_pkcs1_der().to_vec(),
                 PrivateKeyDer::Pkcs8(der) => {
@@ -173,11 +174,7 @@ impl Credentials {
                 }
                 _ => return Err(mismatch(subject)),
             };
-            (
-                Algorithm::RS256,
-                EncodingKey::from_rsa_der(&pkcs1),
-                DecodingKey::from_rsa_der(public_key),
-            )
+            SigningKey::rsa(&pkcs1)
         } else if spki.algorithm.oid == EC_PUBLIC_KEY {
             let curve: ObjectIdentifier = spki
                 .algorithm
@@ -187,77 +184,34 @@ impl Credentials {
                 .ok_or_else(|| {
                     CredentialsError::Certificate("EC public key without a named curve".into())
                 })?;
-            let algorithm = if curve == P256 {
-                Algorithm::ES256
-            } else if curve == P384 {
-                Algorithm::ES384
-            } else if curve == P521 {
-                return Err(CredentialsError::Unsupported(
-                    "P-521 (ES512) keys are not supported by the JWT library; use P-256, P-384 or RSA".into(),
-                ));
-            } else {
-                return Err(CredentialsError::Unsupported(format!("EC curve {curve}")));
-            };
-            let pkcs8 = match &key {
-                PrivateKeyDer::Pkcs8(der) => {
-                    let info = pkcs8_info(der.secret_pkcs8_der())?;
-                    if info.algorithm.oid != EC_PUBLIC_KEY {
-                        return Err(mismatch(subject));
-                    }
-                    der.secret_pkcs8_der().to_vec()
-                }
-                PrivateKeyDer::Sec1(der) => {
-                    let algorithm = pkcs8::AlgorithmIdentifierRef {
-                        oid: EC_PUBLIC_KEY,
-                        parameters: Some(AnyRef::from(&curve)),
-                    };
-                    pkcs8::PrivateKeyInfo::new(algorithm, der.secret_sec1_der())
-                        .to_der()
-                        .map_err(|_| {
-                            CredentialsError::Key("cannot convert the SEC1 key to PKCS#8".into())
-                        })?
-                }
-                _ => return Err(mismatch(subject)),
-            };
-            (
-                algorithm,
-                EncodingKey::from_ec_der(&pkcs8),
-                DecodingKey::from_ec_der(public_key),
-            )
+            ec_key(&key, curve, subject.clone())?
         } else {
             return Err(CredentialsError::Unsupported(format!(
-                "public key algorithm {} (expected RSA or EC P-256/P-384)",
+                "public key algorithm {} (expected RSA or EC P-256/P-384/P-521)",
                 spki.algorithm.oid
             )));
         };
 
         // Proof that the key belongs to the leaf: sign with it, verify with the certificate.
-        let probe = b"conveyor-driver key check";
-        let signature =
-            jsonwebtoken::crypto::sign(probe, &encoding_key, algorithm).map_err(|err| {
-                CredentialsError::Key(format!(
-                    "the key cannot sign {algorithm:?}: {}",
-                    key_error(&err)
-                ))
-            })?;
-        let verified = jsonwebtoken::crypto::verify(&signature, probe, &decoding_key, algorithm)
-            .unwrap_or(false);
+        let algorithm = signing_key.algorithm();
+        let verified = signing_key.matches(public_key).map_err(|reason| {
+            CredentialsError::Key(format!("the key cannot sign {algorithm}: {reason}"))
+        })?;
         if !verified {
             return Err(mismatch(subject));
         }
 
         Ok(Self {
-            key: encoding_key,
-            algorithm,
+            key: signing_key,
             x5c: chain.iter().map(|c| STANDARD.encode(c.as_ref())).collect(),
             thumbprint: URL_SAFE_NO_PAD.encode(Sha256::digest(leaf.as_ref())),
             subject,
         })
     }
 
-    /// The JWT algorithm the key signs with (`RS256`, `ES256` or `ES384`).
+    /// The JWT algorithm the key signs with (`RS256`, `ES256`, `ES384` or `ES512`).
     pub fn algorithm(&self) -> Algorithm {
-        self.algorithm
+        self.key.algorithm()
     }
 
     /// `base64url(SHA-256(leaf DER))`, the `cnf.x5t#S256` claim.
@@ -276,8 +230,6 @@ impl Credentials {
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs();
-        let mut header = Header::new(self.algorithm);
-        header.x5c = Some(self.x5c.clone());
         let claims = Claims {
             iat: now,
             exp: now.saturating_add(lifetime.as_secs().max(1)),
@@ -285,9 +237,9 @@ impl Credentials {
                 x5t_s256: &self.thumbprint,
             },
         };
-        jsonwebtoken::encode(&header, &claims, &self.key)
+        jwt::encode(&self.key, &self.x5c, &claims)
             .map(Token)
-            .map_err(|err| CredentialsError::Sign(key_error(&err)))
+            .map_err(CredentialsError::Sign)
     }
 }
 
@@ -302,6 +254,54 @@ fn read_file(what: &'static str, path: &Path) -> Result<Vec<u8>, CredentialsErro
 fn pkcs8_info(der: &[u8]) -> Result<pkcs8::PrivateKeyInfo<'_>, CredentialsError> {
     pkcs8::PrivateKeyInfo::from_der(der)
         .map_err(|_| CredentialsError::Key("malformed PKCS#8 key".into()))
+}
+
+/// The signing key of an EC certificate on `curve`, from a PKCS#8 or SEC1 `key`.
+fn ec_key(
+    key: &PrivateKeyDer<'_>,
+    curve: ObjectIdentifier,
+    subject: String,
+) -> Result<SigningKey, CredentialsError> {
+    let algorithm = if curve == P256 {
+        Algorithm::Es256
+    } else if curve == P384 {
+        Algorithm::Es384
+    } else if curve == P521 {
+        Algorithm::Es512
+    } else {
+        return Err(CredentialsError::Unsupported(format!("EC curve {curve}")));
+    };
+    let pkcs8 = match key {
+        PrivateKeyDer::Pkcs8(der) => {
+            let info = pkcs8_info(der.secret_pkcs8_der())?;
+            // A key on another curve belongs to another certificate.
+            if info.algorithm.oid != EC_PUBLIC_KEY
+                || info.algorithm.parameters_oid().ok() != Some(curve)
+            {
+                return Err(mismatch(subject));
+            }
+            der.secret_pkcs8_der().to_vec()
+        }
+        PrivateKeyDer::Sec1(der) => {
+            let algorithm = pkcs8::AlgorithmIdentifierRef {
+                oid: EC_PUBLIC_KEY,
+                parameters: Some(AnyRef::from(&curve)),
+            };
+            pkcs8::PrivateKeyInfo::new(algorithm, der.secret_sec1_der())
+                .to_der()
+                .map_err(|_| {
+                    CredentialsError::Key("cannot convert the SEC1 key to PKCS#8".into())
+                })?
+        }
+        _ => return Err(mismatch(subject)),
+    };
+    if algorithm != Algorithm::Es512 {
+        return Ok(SigningKey::ec(&pkcs8, algorithm));
+    }
+    // A SEC1 key of another curve fails here: it is another certificate's too.
+    use p521::pkcs8::DecodePrivateKey as _;
+    let secret = p521::SecretKey::from_pkcs8_der(&pkcs8).map_err(|_| mismatch(subject))?;
+    SigningKey::p521(&secret).map_err(CredentialsError::Key)
 }
 
 fn mismatch(subject: String) -> CredentialsError {
@@ -320,19 +320,6 @@ fn pem_error(err: &rustls_pki_types::pem::Error) -> String {
         E::Base64Decode(_) => "PEM body is not valid base64".into(),
         E::Io(err) => format!("I/O error: {}", err.kind()),
         _ => "malformed PEM".into(),
-    }
-}
-
-/// Describes a signing error by its kind only.
-fn key_error(err: &jsonwebtoken::errors::Error) -> String {
-    use jsonwebtoken::errors::ErrorKind as K;
-    match err.kind() {
-        K::InvalidEcdsaKey => "invalid ECDSA key".into(),
-        K::InvalidRsaKey(_) => "invalid RSA key".into(),
-        K::InvalidKeyFormat => "invalid key format".into(),
-        K::InvalidAlgorithm => "algorithm does not fit the key".into(),
-        K::Json(_) => "cannot serialise the token".into(),
-        _ => "signing failed".into(),
     }
 }
 

@@ -21,6 +21,8 @@
 //! `502`/`503`/`504`; POST requests never are.
 
 mod auth;
+mod body;
+mod jwt;
 mod sse;
 pub mod types;
 
@@ -37,6 +39,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 pub use auth::{Credentials, CredentialsError, Token, DEFAULT_TOKEN_LIFETIME};
+pub use jwt::Algorithm;
 pub use types::{BroadcastMessage, LogQuery, Pipeline, ResourceCreated, ResourceDefinition, Step};
 
 use crate::config::Config;
@@ -100,6 +103,24 @@ pub enum ClientError {
         /// What was wrong.
         reason: String,
     },
+    /// The server's answer is larger than the client accepts: a response body over
+    /// `CONVEYOR_API_MAX_RESPONSE_BYTES`, or a log stream event over
+    /// `CONVEYOR_API_MAX_EVENT_BYTES`. Nothing more of it is read.
+    #[error("{method} {url}: the {what} ({size} bytes or more) is over the limit of {limit} bytes ({setting})")]
+    TooLarge {
+        /// HTTP method.
+        method: Method,
+        /// Request URL.
+        url: String,
+        /// `response body` or `log stream event`.
+        what: &'static str,
+        /// The size announced (`Content-Length`) or read when the limit was passed.
+        size: u64,
+        /// The limit.
+        limit: usize,
+        /// The variable that sets the limit.
+        setting: &'static str,
+    },
     /// The request body given to the client is not what the call needs (e.g. not JSON).
     #[error("invalid request body: {0}")]
     Body(String),
@@ -153,6 +174,8 @@ impl ClientError {
 /// | [`connect_timeout`](Self::connect_timeout) | | 10 s |
 /// | [`retries`](Self::retries), [`retry_backoff`](Self::retry_backoff) | | 3, 200 ms doubling |
 /// | [`token_lifetime`](Self::token_lifetime) | | 2 min |
+/// | [`max_response_bytes`](Self::max_response_bytes) | `CONVEYOR_API_MAX_RESPONSE_BYTES` | 32 MiB |
+/// | [`max_event_bytes`](Self::max_event_bytes) | `CONVEYOR_API_MAX_EVENT_BYTES` | 1 MiB |
 #[derive(Clone)]
 pub struct ClientBuilder {
     base_url: Option<String>,
@@ -165,6 +188,8 @@ pub struct ClientBuilder {
     retries: u32,
     retry_backoff: Duration,
     token_lifetime: Duration,
+    max_response_bytes: usize,
+    max_event_bytes: usize,
 }
 
 impl fmt::Debug for ClientBuilder {
@@ -194,6 +219,8 @@ impl Default for ClientBuilder {
             retries: 3,
             retry_backoff: Duration::from_millis(200),
             token_lifetime: DEFAULT_TOKEN_LIFETIME,
+            max_response_bytes: Config::DEFAULT_API_MAX_RESPONSE_BYTES,
+            max_event_bytes: Config::DEFAULT_API_MAX_EVENT_BYTES,
         }
     }
 }
@@ -204,11 +231,19 @@ impl ClientBuilder {
         Self::default()
     }
 
-    /// Defaults with `CONVEYOR_API_URL`, `CONVEYOR_TLS_CERT`, `CONVEYOR_TLS_KEY` and
-    /// `CONVEYOR_TLS_CA` applied when set (the setters override them), read as the driver's
+    /// Defaults with `CONVEYOR_API_URL`, `CONVEYOR_TLS_CERT`, `CONVEYOR_TLS_KEY`,
+    /// `CONVEYOR_TLS_CA`, `CONVEYOR_API_MAX_RESPONSE_BYTES` and `CONVEYOR_API_MAX_EVENT_BYTES`
+    /// applied when set (the setters override them), read as the driver's
     /// [`Config::from_env`](crate::Config::from_env) reads them.
     pub fn from_env() -> Result<Self, ClientError> {
-        const KEYS: [&str; 4] = ["api_url", "tls_cert", "tls_key", "tls_ca"];
+        const KEYS: [&str; 6] = [
+            "api_url",
+            "tls_cert",
+            "tls_key",
+            "tls_ca",
+            "api_max_response_bytes",
+            "api_max_event_bytes",
+        ];
         let table = Config::SETTINGS.iter().filter(|s| KEYS.contains(&s.key));
         let config = crate::settings::load(table, |_| None, crate::settings::process_env)
             .map_err(|err| ClientError::Config(err.to_string()))?;
@@ -222,6 +257,8 @@ impl ClientBuilder {
             cert: config.tls_cert.clone(),
             key: config.tls_key.clone(),
             ca: config.tls_ca.clone(),
+            max_response_bytes: config.api_max_response_bytes,
+            max_event_bytes: config.api_max_event_bytes,
             ..Self::default()
         }
     }
@@ -293,6 +330,22 @@ impl ClientBuilder {
         self
     }
 
+    /// The largest response body read (default 32 MiB); a larger one is
+    /// [`ClientError::TooLarge`] and is not read further.
+    #[must_use]
+    pub fn max_response_bytes(mut self, bytes: usize) -> Self {
+        self.max_response_bytes = bytes;
+        self
+    }
+
+    /// The largest event of a live log stream (default 1 MiB); a larger one ends the stream
+    /// with [`ClientError::TooLarge`].
+    #[must_use]
+    pub fn max_event_bytes(mut self, bytes: usize) -> Self {
+        self.max_event_bytes = bytes;
+        self
+    }
+
     /// Loads the credentials and builds the client.
     pub fn build(self) -> Result<Client, ClientError> {
         let base = self.base_url.ok_or_else(|| {
@@ -355,6 +408,8 @@ impl ClientBuilder {
                 timeout: self.timeout,
                 retries: self.retries,
                 retry_backoff: self.retry_backoff,
+                max_response_bytes: self.max_response_bytes,
+                max_event_bytes: self.max_event_bytes,
             }),
         })
     }
@@ -383,6 +438,8 @@ struct Inner {
     timeout: Duration,
     retries: u32,
     retry_backoff: Duration,
+    max_response_bytes: usize,
+    max_event_bytes: usize,
 }
 
 impl fmt::Debug for Client {
@@ -807,8 +864,11 @@ impl Client {
         if status.is_success() {
             return Ok(response);
         }
-        let text = match tokio::time::timeout(self.inner.timeout, response.text()).await {
-            Ok(Ok(text)) => text,
+        // The message is only shown, so a body that cannot be read (or is over the limit) is
+        // left out rather than turned into another error.
+        let read = body::read(response, self.inner.max_response_bytes);
+        let text = match tokio::time::timeout(self.inner.timeout, read).await {
+            Ok(Ok(bytes)) => String::from_utf8_lossy(&bytes).into_owned(),
             _ => String::new(),
         };
         Err(ClientError::Status {
@@ -844,30 +904,51 @@ impl Client {
         expected: &'static str,
     ) -> Result<T, ClientError> {
         let response = self.send(method.clone(), path, query, &body, false).await?;
-        let url = response.url().to_string();
-        let bytes = response.bytes().await.map_err(|err| {
-            let url = Url::parse(&url).unwrap_or_else(|_| self.inner.base_url.clone());
-            self.transport_error(&method, &url, &err)
-        })?;
+        let url = response.url().clone();
+        let bytes = self.read(&method, &url, response).await?;
         serde_json::from_slice(&bytes).map_err(|err| ClientError::Decode {
             method,
-            url,
+            url: url.to_string(),
             expected,
             reason: err.to_string(),
         })
     }
 
     async fn call_empty(&self, method: Method, path: &[&str]) -> Result<(), ClientError> {
-        let response = self.send(method, path, &[], &Body::None, false).await?;
+        let response = self
+            .send(method.clone(), path, &[], &Body::None, false)
+            .await?;
         // Drain the body so the connection can be reused; its content does not matter.
-        let _ = response.bytes().await;
+        let url = response.url().clone();
+        let _ = self.read(&method, &url, response).await;
         Ok(())
+    }
+
+    /// The whole body of a successful response, at most `max_response_bytes` of it.
+    async fn read(
+        &self,
+        method: &Method,
+        url: &Url,
+        response: reqwest::Response,
+    ) -> Result<Vec<u8>, ClientError> {
+        let limit = self.inner.max_response_bytes;
+        body::read(response, limit).await.map_err(|err| match err {
+            body::ReadError::TooLarge(size) => ClientError::TooLarge {
+                method: method.clone(),
+                url: url.to_string(),
+                what: "response body",
+                size,
+                limit,
+                setting: "CONVEYOR_API_MAX_RESPONSE_BYTES",
+            },
+            body::ReadError::Transport(err) => self.transport_error(method, url, &err),
+        })
     }
 
     async fn stream(&self, path: &[&str]) -> Result<LogStream, ClientError> {
         let response = self.send(Method::GET, path, &[], &Body::None, true).await?;
         let url = response.url().to_string();
-        Ok(sse::log_stream(response, url))
+        Ok(sse::log_stream(response, url, self.inner.max_event_bytes))
     }
 }
 
