@@ -10,7 +10,9 @@ use crate::settings::http_url;
 #[cfg(feature = "metrics")]
 use crate::settings::socket_addr;
 use crate::settings::ConfigError;
-use crate::settings::{self, boolean, count, duration, invalid_value, nats_urls, path};
+use crate::settings::{
+    self, boolean, count, duration, hidden, invalid_value, nats_urls, path, redact_urls, text,
+};
 
 mod prefetch;
 
@@ -53,17 +55,22 @@ crate::settings::declare_settings! {
     /// | `tls_cert` | `CONVEYOR_TLS_CERT` | `--tls-cert` | none |
     /// | `tls_key` | `CONVEYOR_TLS_KEY` | `--tls-key` | none |
     /// | `tls_ca` | `CONVEYOR_TLS_CA` | `--tls-ca` | none |
+    /// | `nats_token` | `CONVEYOR_NATS_TOKEN` | `--nats-token` | none |
+    /// | `nats_user` | `CONVEYOR_NATS_USER` | `--nats-user` | none |
+    /// | `nats_password` | `CONVEYOR_NATS_PASSWORD` | `--nats-password` | none |
+    /// | `nats_nkey` | `CONVEYOR_NATS_NKEY` | `--nats-nkey` | none |
+    /// | `nats_creds` | `CONVEYOR_NATS_CREDS` | `--nats-creds` | none |
     /// | `metrics_addr` | `CONVEYOR_METRICS_ADDR` | `--metrics-addr` | none (no metrics listener) |
     /// | `api_url` | `CONVEYOR_API_URL` | `--api-url` | none (no API client for reconciles) |
     /// | `api_max_response_bytes` | `CONVEYOR_API_MAX_RESPONSE_BYTES` | `--api-max-response-bytes` | 33554432 |
     /// | `api_max_event_bytes` | `CONVEYOR_API_MAX_EVENT_BYTES` | `--api-max-event-bytes` | 1048576 |
     ///
     /// Durations are written `500ms`, `30s`, `2m` …; a bare number means seconds.
-    #[derive(Debug, Clone, PartialEq, Eq)]
+    #[derive(Clone, PartialEq, Eq)]
     pub struct Config {
         /// NATS server URL(s), comma separated
         nats_url: String = "nats://127.0.0.1:4222".to_owned(),
-            env "CONVEYOR_NATS_URL", flag "nats-url" = "URL", parse nats_urls;
+            env "CONVEYOR_NATS_URL", flag "nats-url" = "URL", parse nats_urls, redact redact_urls;
         /// How many events this instance reconciles at once
         concurrency: usize = 4,
             env "CONVEYOR_CONCURRENCY", flag "concurrency" = "N", parse count;
@@ -112,6 +119,23 @@ crate::settings::declare_settings! {
         /// CA certificate (PEM) the NATS server's certificate must chain to (and an https:// API's)
         tls_ca: Option<PathBuf> = None,
             env "CONVEYOR_TLS_CA", flag "tls-ca" = "PEM", parse path, unset "none";
+        /// Token for NATS token authentication
+        nats_token: Option<String> = None,
+            env "CONVEYOR_NATS_TOKEN", flag "nats-token" = "TOKEN", parse text, unset "none",
+            redact hidden;
+        /// User for NATS user/password authentication; needs --nats-password
+        nats_user: Option<String> = None,
+            env "CONVEYOR_NATS_USER", flag "nats-user" = "USER", parse text, unset "none";
+        /// Password of --nats-user
+        nats_password: Option<String> = None,
+            env "CONVEYOR_NATS_PASSWORD", flag "nats-password" = "PASSWORD", parse text,
+            unset "none", redact hidden;
+        /// NKey seed file (the user's `SU…` seed) for NATS NKey authentication
+        nats_nkey: Option<PathBuf> = None,
+            env "CONVEYOR_NATS_NKEY", flag "nats-nkey" = "FILE", parse path, unset "none";
+        /// Credentials file (`.creds`: user JWT and NKey seed) for NATS decentralized JWT authentication
+        nats_creds: Option<PathBuf> = None,
+            env "CONVEYOR_NATS_CREDS", flag "nats-creds" = "FILE", parse path, unset "none";
         #[cfg(feature = "metrics")]
         /// Serve Prometheus metrics and health checks on this address, e.g. 0.0.0.0:9090
         metrics_addr: Option<SocketAddr> = None,
@@ -121,7 +145,7 @@ crate::settings::declare_settings! {
         /// Conveyor API base URL, e.g. http://conveyor:8080, for an API client in reconciles
         api_url: Option<String> = None,
             env "CONVEYOR_API_URL", flag "api-url" = "URL", parse http_url,
-            unset "none (no API client for reconciles)";
+            unset "none (no API client for reconciles)", redact redact_urls;
         #[cfg(feature = "client")]
         /// The largest API response body the client reads; a larger one is an error
         api_max_response_bytes: usize = Config::DEFAULT_API_MAX_RESPONSE_BYTES,
@@ -379,10 +403,11 @@ impl Config {
     /// Checks the values that code can set out of range.
     pub fn validate(&self) -> Result<(), ConfigError> {
         nats_urls(&self.nats_url)
-            .map_err(|reason| invalid_value("nats_url", &self.nats_url, reason))?;
+            .map_err(|reason| invalid_value("nats_url", &redact_urls(&self.nats_url), reason))?;
+        crate::nats_auth::validate(self)?;
         #[cfg(feature = "client")]
         if let Some(url) = &self.api_url {
-            http_url(url).map_err(|reason| invalid_value("api_url", url, reason))?;
+            http_url(url).map_err(|reason| invalid_value("api_url", &redact_urls(url), reason))?;
         }
         #[cfg(feature = "client")]
         for (setting, bytes) in [
@@ -489,6 +514,25 @@ mod tests {
         .unwrap();
         assert_eq!(config.api_max_response_bytes, 4096);
         assert_eq!(config.api_max_event_bytes, 512);
+        let auth = |pairs: &[(&str, &str)]| env(pairs).unwrap();
+        assert_eq!(
+            auth(&[("CONVEYOR_NATS_TOKEN", " t0k ")])
+                .nats_token
+                .as_deref(),
+            Some("t0k")
+        );
+        assert_eq!(
+            auth(&[("CONVEYOR_NATS_USER", "u"), ("CONVEYOR_NATS_PASSWORD", "p")]),
+            Config::default().nats_user_password("u", "p")
+        );
+        assert_eq!(
+            auth(&[("CONVEYOR_NATS_NKEY", "/etc/nats/u.nk")]),
+            Config::default().nats_nkey("/etc/nats/u.nk")
+        );
+        assert_eq!(
+            auth(&[("CONVEYOR_NATS_CREDS", "/etc/nats/u.creds")]),
+            Config::default().nats_creds("/etc/nats/u.creds")
+        );
         assert_eq!(config.nats_url, "nats://10.0.0.1:4222");
         assert_eq!(config.concurrency, 12);
         assert_eq!(config.prefetch, Prefetch::Fixed(3));
@@ -551,6 +595,36 @@ mod tests {
                 "the Config docs lack the row\n{row}"
             );
         }
+    }
+
+    #[test]
+    fn debug_and_errors_hold_no_secret() {
+        let config = Config::default()
+            .nats_url("nats://alice:s3cret@10.0.0.1:4222")
+            .nats_token("s3cret")
+            .nats_user_password("bob", "s3cret")
+            .api_url("http://user:s3cret@conveyor:8080");
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("s3cret"), "{debug}");
+        assert!(debug.contains("nats://alice:***@10.0.0.1:4222"), "{debug}");
+        assert!(debug.contains(r#"nats_password: "***""#), "{debug}");
+        assert!(debug.contains(r#"nats_user: Some("bob")"#), "{debug}");
+        for (name, value) in [
+            ("CONVEYOR_NATS_URL", "nats://alice:s3cret@h:port"),
+            ("CONVEYOR_API_URL", "ftp://alice:s3cret@h"),
+        ] {
+            let err = env(&[(name, value)]).unwrap_err().to_string();
+            assert!(err.contains(name) && !err.contains("s3cret"), "{err}");
+        }
+        let err = Config::default()
+            .nats_url("nats://alice:s3cret@h:port")
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("alice:***@") && !err.contains("s3cret"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -38,14 +38,34 @@ pub enum Error {
     /// The driver declares no resource, so it would receive nothing.
     #[error("driver {0:?} declares no resources")]
     NoResources(String),
-    /// The NATS URL or connection options were rejected.
+    /// The NATS URL or connection options were rejected (a TLS handshake, say).
     #[error("cannot connect to NATS at {url}: {source}")]
     Connect {
-        /// The configured URL.
+        /// The configured URL, its passwords shown as `***`.
         url: String,
         /// The client's error.
         #[source]
         source: NatsError,
+    },
+    /// The NATS server turned down the credentials (or a connection without any): retrying
+    /// would not change its answer.
+    #[error("NATS rejected {what} ({reason})")]
+    Rejected {
+        /// Which credential, e.g. `the token` or `the NKey of /etc/nats/user.nk`.
+        what: String,
+        /// The server's answer, e.g. `authorization violation`.
+        reason: String,
+    },
+    /// A file of NATS credentials (`CONVEYOR_NATS_NKEY`, `CONVEYOR_NATS_CREDS`) cannot be
+    /// read or holds none.
+    #[error("cannot use the NATS {what} {}: {reason}", path.display())]
+    NatsCredentials {
+        /// `NKey seed file` or `credentials file`.
+        what: &'static str,
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why, never quoting the file.
+        reason: String,
     },
     /// JetStream refused to create a stream or the driver's consumer (e.g. a consumer of that
     /// name exists with settings that cannot be changed).

@@ -69,6 +69,7 @@ mod extract;
 mod logger;
 mod manager;
 pub mod metrics;
+mod nats_auth;
 mod otel;
 mod pipeline;
 mod settings;

@@ -53,12 +53,27 @@ pub(crate) struct Setting<C> {
     pub(crate) apply: fn(&mut C, &str) -> Result<(), String>,
     /// The setting's value in `C`, for `--help`; `None` when unset.
     pub(crate) show: fn(&C) -> Option<String>,
+    /// For a secret (or a value holding one), how its text is shown anywhere: in `--help`,
+    /// errors and `Debug`. `None`: as written.
+    pub(crate) redact: Option<fn(&str) -> String>,
+}
+
+impl<C> Setting<C> {
+    /// `text`, a value of this setting, as it may be shown: redacted for a secret.
+    pub(crate) fn shown(&self, text: &str) -> String {
+        self.redact
+            .map_or_else(|| text.to_owned(), |redact| redact(text))
+    }
 }
 
 impl<C: Default> Setting<C> {
     /// The clap argument: a global long flag whose value is checked by the setting's parser.
+    /// A bad value's error shows it through [`shown`](Self::shown), so no secret reaches the
+    /// terminal (clap's own message would quote it as given).
     pub(crate) fn arg(&'static self) -> clap::Arg {
-        let default = (self.show)(&C::default()).unwrap_or_else(|| self.unset.to_owned());
+        let default = (self.show)(&C::default())
+            .map(|text| self.shown(&text))
+            .unwrap_or_else(|| self.unset.to_owned());
         let default = if default.is_empty() {
             String::new()
         } else {
@@ -69,11 +84,7 @@ impl<C: Default> Setting<C> {
             .global(true)
             .help(format!("{} [env: {}]{default}", self.help, self.env));
         match self.value_name {
-            Some(value_name) => arg.value_name(value_name).value_parser(
-                move |text: &str| -> Result<String, String> {
-                    (self.apply)(&mut C::default(), text).map(|()| text.to_owned())
-                },
-            ),
+            Some(value_name) => arg.value_name(value_name).value_parser(Check(self)),
             None => arg.action(clap::ArgAction::SetTrue),
         }
     }
@@ -84,6 +95,42 @@ impl<C: Default> Setting<C> {
             Some(_) => matches.get_one::<String>(self.key).cloned(),
             None => matches.get_flag(self.key).then(|| "true".to_owned()),
         }
+    }
+}
+
+/// The value parser of a setting's flag: the setting's own parser, with an error that shows
+/// the value the way the setting shows it.
+struct Check<C: 'static>(&'static Setting<C>);
+
+impl<C> Clone for Check<C> {
+    fn clone(&self) -> Self {
+        Self(self.0)
+    }
+}
+
+impl<C: Default + 'static> clap::builder::TypedValueParser for Check<C> {
+    type Value = String;
+
+    fn parse_ref(
+        &self,
+        command: &clap::Command,
+        _: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<String, clap::Error> {
+        let setting = self.0;
+        let fail = |reason: &str| {
+            let shown = setting.shown(&value.to_string_lossy());
+            let value_name = setting.value_name.unwrap_or_default();
+            let message = format!(
+                "invalid value '{shown}' for '--{} <{value_name}>': {reason}\n",
+                setting.flag
+            );
+            clap::Error::raw(clap::error::ErrorKind::ValueValidation, message).with_cmd(command)
+        };
+        let text = value.to_str().ok_or_else(|| fail("not UTF-8"))?;
+        (setting.apply)(&mut C::default(), text)
+            .map(|()| text.to_owned())
+            .map_err(|reason| fail(&reason))
     }
 }
 
@@ -105,7 +152,7 @@ pub(crate) fn load<'a, C: Default + 'a>(
             },
         };
         (setting.apply)(&mut settings, &text)
-            .map_err(|reason| invalid_value(&source, &text, reason))?;
+            .map_err(|reason| invalid_value(&source, &setting.shown(&text), reason))?;
     }
     Ok(settings)
 }
@@ -118,8 +165,11 @@ pub(crate) fn process_env(name: &str) -> Option<String> {
 /// Declares a settings struct: each field (optionally behind one `#[cfg(…)]`) with its doc
 /// line, type and default, and, for the
 /// fields that are settings, `env "VAR", flag "name" = "VALUE", parse parser` (a flag without
-/// `= "VALUE"` is a switch) and optionally `unset "text"` for `--help`. Generates the struct,
-/// its `Default` and `SETTINGS`, the table of its settings.
+/// `= "VALUE"` is a switch), optionally `unset "text"` for `--help`, and optionally `redact f`
+/// for a secret: `f` (such as [`hidden`] or [`redact_urls`]) shows its text wherever it is
+/// shown. Generates the struct, its `Default`, a `Debug` that shows every secret through its
+/// `redact` (so that no log line or panic message holds one), and `SETTINGS`, the table of
+/// its settings.
 macro_rules! declare_settings {
     (
         $(#[$attr:meta])*
@@ -129,7 +179,7 @@ macro_rules! declare_settings {
                 #[doc = $help:literal]
                 $field:ident: $ty:ty = $default:expr
                 $(, env $env:literal, flag $flag:literal $(= $value_name:literal)?,
-                    parse $parse:path $(, unset $unset:literal)?)?;
+                    parse $parse:path $(, unset $unset:literal)? $(, redact $redact:path)?)?;
             )*
         }
     ) => {
@@ -144,12 +194,26 @@ macro_rules! declare_settings {
             }
         }
 
+        impl ::std::fmt::Debug for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                let mut debug = f.debug_struct(stringify!($name));
+                $(
+                    $(#[cfg($cfg)])?
+                    debug.field(
+                        stringify!($field),
+                        $crate::settings::declare_settings!(@debug self.$field $($(, $redact)?)?),
+                    );
+                )*
+                debug.finish()
+            }
+        }
+
         impl $name {
             /// Every setting of this struct, in `--help` order.
             pub(crate) const SETTINGS: &'static [$crate::settings::Setting<$name>] =
                 $crate::settings::declare_settings!(@table [] $(
                     [$(#[cfg($cfg)])?] [$help] $field
-                    $(, $env, $flag, [$($value_name)?], $parse, [$($unset)?])?;
+                    $(, $env, $flag, [$($value_name)?], $parse, [$($unset)?], [$($redact)?])?;
                 )*);
         }
     };
@@ -159,7 +223,8 @@ macro_rules! declare_settings {
         $crate::settings::declare_settings!(@table [$($done)*] $($rest)*)
     };
     (@table [$($done:tt)*] [$($cfg:tt)*] [$help:literal] $field:ident, $env:literal,
-        $flag:literal, [$($value_name:literal)?], $parse:path, [$($unset:literal)?];
+        $flag:literal, [$($value_name:literal)?], $parse:path, [$($unset:literal)?],
+        [$($redact:path)?];
         $($rest:tt)*) => {
         $crate::settings::declare_settings!(@table [$($done)* $($cfg)* $crate::settings::Setting {
             key: stringify!($field),
@@ -173,7 +238,14 @@ macro_rules! declare_settings {
                 Ok(())
             },
             show: |settings| $crate::settings::Value::show(&settings.$field),
+            redact: $crate::settings::declare_settings!(@redact $($redact)?),
         },] $($rest)*)
+    };
+    (@redact) => { None };
+    (@redact $redact:path) => { Some($redact) };
+    (@debug $value:expr) => { &$value };
+    (@debug $value:expr, $redact:path) => {
+        &$crate::settings::Redacted($crate::settings::Value::show(&$value).map(|text| $redact(&text)))
     };
     (@option) => { None };
     (@option $value:literal) => { Some($value) };
@@ -181,6 +253,53 @@ macro_rules! declare_settings {
     (@unset $text:literal) => { $text };
 }
 pub(crate) use declare_settings;
+
+/// A secret setting's value in `Debug`: its redacted text, or `None` when unset.
+pub(crate) struct Redacted(pub(crate) Option<String>);
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Some(text) => text.fmt(f),
+            None => f.write_str("None"),
+        }
+    }
+}
+
+/// How a secret such as a token or a password is shown: never, whatever it is.
+pub(crate) fn hidden(_: &str) -> String {
+    "***".to_owned()
+}
+
+/// A comma-separated list of NATS URLs as it may be shown: the password of each
+/// (`nats://user:***@host`) and a token in the user's place (`nats://***@host`) hidden. Works on
+/// the text, so that a URL too broken to parse is hidden as well.
+pub(crate) fn redact_urls(urls: &str) -> String {
+    urls.split(',')
+        .map(redact_url)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn redact_url(url: &str) -> String {
+    let authority_start = url.find("://").map_or(0, |i| i + 3);
+    let authority_len = url[authority_start..]
+        .find(['/', '?', '#'])
+        .unwrap_or(url.len() - authority_start);
+    let authority = &url[authority_start..authority_start + authority_len];
+    let Some(at) = authority.rfind('@') else {
+        return url.to_owned();
+    };
+    let userinfo = match authority[..at].split_once(':') {
+        Some((user, _)) => format!("{user}:***"),
+        None => "***".to_owned(),
+    };
+    format!(
+        "{}{userinfo}{}",
+        &url[..authority_start],
+        &url[authority_start + at..]
+    )
+}
 
 /// The type of a setting's field: what its parser gives, and how `--help` shows it.
 pub(crate) trait Value {
@@ -269,6 +388,11 @@ pub(crate) fn boolean(text: &str) -> Result<bool, String> {
     }
 }
 
+/// Text, trimmed.
+pub(crate) fn text(text: &str) -> Result<String, String> {
+    Ok(text.trim().to_owned())
+}
+
 /// A file path.
 pub(crate) fn path(text: &str) -> Result<PathBuf, String> {
     Ok(PathBuf::from(text.trim()))
@@ -296,7 +420,7 @@ pub(crate) fn server_addrs(urls: &str) -> Result<Vec<async_nats::ServerAddr>, St
         .filter(|url| !url.is_empty())
         .map(|url| {
             url.parse::<async_nats::ServerAddr>()
-                .map_err(|err| format!("{url:?} is not a NATS URL ({err})"))
+                .map_err(|err| format!("{:?} is not a NATS URL ({err})", redact_url(url)))
         })
         .collect::<Result<Vec<_>, _>>()?;
     if addrs.is_empty() {
@@ -349,7 +473,7 @@ mod tests {
     use super::*;
 
     declare_settings! {
-        #[derive(Debug, PartialEq)]
+        #[derive(PartialEq)]
         struct Sample {
             /// A count
             n: usize = 4, env "T_N", flag "n" = "N", parse count;
@@ -359,8 +483,20 @@ mod tests {
             on: bool = false, env "T_ON", flag "on", parse boolean;
             /// An address
             addr: Option<SocketAddr> = None, env "T_ADDR", flag "addr" = "ADDR", parse socket_addr, unset "none";
+            /// A secret
+            key: Option<String> = None, env "T_KEY", flag "key" = "KEY", parse secret_or_fail, unset "none", redact hidden;
+            /// URLs
+            urls: String = "nats://u:default@h".to_owned(), env "T_URLS", flag "urls" = "URL", parse nats_urls, redact redact_urls;
             /// Not a setting
             code_only: bool = true;
+        }
+    }
+
+    /// Text, except `bad…`: an error that must not show the value.
+    fn secret_or_fail(text: &str) -> Result<String, String> {
+        match text.starts_with("bad") {
+            true => Err("not a key".to_owned()),
+            false => Ok(text.to_owned()),
         }
     }
 
@@ -434,6 +570,67 @@ mod tests {
             !help.contains("code_only") && !help.contains("code-only"),
             "{help}"
         );
+    }
+
+    #[test]
+    fn urls_show_no_password_or_token() {
+        for (url, shown) in [
+            ("nats://alice:s3cret@h:4222", "nats://alice:***@h:4222"),
+            ("nats://s3cret@h", "nats://***@h"),
+            ("alice:s3cret@h:4222", "alice:***@h:4222"),
+            ("tls://a:s3c@ret@h/x?y=a@b", "tls://a:***@h/x?y=a@b"),
+            ("nats://h:4222", "nats://h:4222"),
+            ("nats://a:s3cret@h:port", "nats://a:***@h:port"),
+            (
+                "nats://a:s3cret@h1, nats://b:s3cret@h2",
+                "nats://a:***@h1, nats://b:***@h2",
+            ),
+        ] {
+            assert_eq!(redact_urls(url), shown);
+        }
+        let err = server_addrs("nats://a:s3cret@h:port").unwrap_err();
+        assert!(
+            err.contains("nats://a:***@h:port") && !err.contains("s3cret"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_help_errors_and_debug() {
+        // `--help` shows the default through the redaction.
+        let help = command().render_help().to_string();
+        assert!(help.contains("[default: nats://u:***@h]"), "{help}");
+        assert!(!help.contains("default@"), "{help}");
+        // A bad value's error, from a flag or a variable, does not quote it.
+        let err = command()
+            .try_get_matches_from(["t", "--key", "bad-s3cret"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--key") && err.contains("not a key"), "{err}");
+        assert!(!err.contains("s3cret"), "{err}");
+        let err = command()
+            .try_get_matches_from(["t", "--urls", "nats://a:s3cret@h:port"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("nats://a:***@h:port") && !err.contains("s3cret"),
+            "{err}"
+        );
+        let err = load_from(&[], &[("T_KEY", "bad-s3cret")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("T_KEY") && !err.contains("s3cret"), "{err}");
+        // Debug shows the other fields as they are.
+        let sample = load_from(&["--key", "s3cret", "--urls", "nats://a:s3cret@h"], &[]).unwrap();
+        let debug = format!("{sample:?}");
+        assert!(!debug.contains("s3cret"), "{debug}");
+        assert!(debug.contains(r#"key: "***""#), "{debug}");
+        assert!(debug.contains(r#"urls: "nats://a:***@h""#), "{debug}");
+        assert!(
+            debug.contains("n: 4") && debug.contains("addr: None"),
+            "{debug}"
+        );
+        assert!(format!("{:?}", Sample::default()).contains("key: None"));
     }
 
     #[test]

@@ -31,6 +31,7 @@ pub struct NatsServer {
     store: tempfile::TempDir,
     args: Vec<String>,
     tls: Option<TlsFiles>,
+    auth: Option<nats_auth::ClientAuth>,
 }
 
 /// Certificate files of a TLS `nats-server` and of a client it trusts.
@@ -59,7 +60,20 @@ impl NatsServer {
             store,
             args,
             tls: None,
+            auth: None,
         }
+    }
+
+    /// Starts a server with the configuration file `config` (written into its store
+    /// directory); [`Conveyor`] connects to it with `auth`.
+    pub fn start_configured(config: &str, auth: nats_auth::ClientAuth) -> Self {
+        let store = temp_store();
+        let path = store.path().join("nats.conf");
+        std::fs::write(&path, config).expect("write nats.conf");
+        let args = vec!["-c".to_owned(), path.display().to_string()];
+        let mut server = Self::start_with(None, args, store);
+        server.auth = Some(auth);
+        server
     }
 
     /// Starts a server that requires TLS and verifies client certificates (`verify: true`)
@@ -100,6 +114,12 @@ impl NatsServer {
     /// The TLS files, for a server started with [`start_tls`](Self::start_tls).
     pub fn tls(&self) -> Option<&TlsFiles> {
         self.tls.as_ref()
+    }
+
+    /// The credentials of a server started with
+    /// [`start_configured`](Self::start_configured).
+    pub fn auth(&self) -> Option<&nats_auth::ClientAuth> {
+        self.auth.as_ref()
     }
 
     /// `nats://127.0.0.1:<port>`.
@@ -368,6 +388,9 @@ impl Conveyor {
                 .add_client_certificate(tls.client_cert.clone(), tls.client_key.clone())
                 .add_root_certificates(tls.ca.clone())
                 .require_tls(true);
+        }
+        if let Some(auth) = server.auth() {
+            options = auth.apply(options);
         }
         let client = options
             .retry_on_initial_connect()
@@ -743,6 +766,7 @@ pub async fn try_stored(
 
 pub mod api_server;
 pub mod http;
+pub mod nats_auth;
 pub mod pki;
 pub mod process;
 

@@ -22,10 +22,24 @@ use crate::settings::{self, declare_settings, duration, ConfigError, Setting};
 /// let config = args.into_config()?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Args {
     mode: Mode,
     matches: clap::ArgMatches,
+}
+
+/// The command and the settings given on the command line, secrets redacted (the parsed
+/// matches would show them as typed).
+impl std::fmt::Debug for Args {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut given = Vec::new();
+        self.given_shown(Config::SETTINGS, &mut given);
+        self.given_shown(Output::SETTINGS, &mut given);
+        f.debug_struct("Args")
+            .field("mode", &self.mode)
+            .field("given", &given)
+            .finish()
+    }
 }
 
 /// The commands of a driver binary.
@@ -91,7 +105,7 @@ fn targets(text: &str) -> Result<String, String> {
 
 declare_settings! {
     /// The settings of the local output, beside the Driver Manager's.
-    #[derive(Debug, Clone, PartialEq, Eq)]
+    #[derive(Clone, PartialEq, Eq)]
     pub(crate) struct Output {
         /// Format of the local output: human or json
         log_format: LogFormat = LogFormat::Human,
@@ -161,18 +175,33 @@ impl Args {
         self.load(Output::SETTINGS, settings::process_env)
     }
 
+    /// Each setting of `table` given on the command line, as `(flag, value as shown)`.
+    fn given_shown<C: Default>(
+        &self,
+        table: &[Setting<C>],
+        into: &mut Vec<(&'static str, String)>,
+    ) {
+        for setting in table {
+            if let Some(text) = self.given(setting) {
+                into.push((setting.flag, setting.shown(&text)));
+            }
+        }
+    }
+
+    /// The value of `setting` on the command line, if given.
+    fn given<C: Default>(&self, setting: &Setting<C>) -> Option<String> {
+        // The settings' flags are global: a flag given after the subcommand is found there.
+        let sub = self.matches.subcommand().map(|(_, sub)| sub);
+        sub.and_then(|sub| setting.given(sub))
+            .or_else(|| setting.given(&self.matches))
+    }
+
     fn load<C: Default>(
         &self,
         table: &[Setting<C>],
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<C, ConfigError> {
-        // The settings' flags are global: a flag given after the subcommand is found there.
-        let sub = self.matches.subcommand().map(|(_, sub)| sub);
-        let given = |setting: &Setting<C>| {
-            sub.and_then(|sub| setting.given(sub))
-                .or_else(|| setting.given(&self.matches))
-        };
-        settings::load(table, given, env)
+        settings::load(table, |setting| self.given(setting), env)
     }
 }
 

@@ -7,6 +7,8 @@ use std::time::Duration;
 use crate::config::Config;
 use crate::error::{Error, NatsError};
 use crate::metrics::Metrics;
+use crate::nats_auth::{self, Credentials};
+use crate::settings::{invalid_value, redact_urls};
 
 use super::signals::Shutdown;
 
@@ -19,14 +21,22 @@ pub(super) async fn connect(
     metrics: &Arc<Metrics>,
     shutdown: &mut Shutdown,
 ) -> Result<Option<async_nats::Client>, Error> {
-    let url = config.nats_url.as_str();
-    let addrs = crate::settings::server_addrs(url)
-        .map_err(|reason| crate::settings::invalid_value("nats_url", url, reason))?;
+    // Every message shows the URLs with their passwords hidden.
+    let url = redact_urls(&config.nats_url);
+    let addrs = nats_auth::addresses(&config.nats_url)
+        .map_err(|reason| invalid_value("nats_url", &url, reason))?;
+    let credentials = Credentials::load(config).await?;
+    let options = credentials
+        .apply(connect_options(config, driver, metrics))
+        .map_err(|source| Error::Connect {
+            url: url.clone(),
+            source: NatsError::new(source),
+        })?;
     let mut delay = Duration::from_millis(250);
     loop {
         let attempt = tokio::select! {
             _ = shutdown.requested() => return Ok(None),
-            attempt = connect_options(config, driver, metrics).connect(addrs.as_slice()) => attempt,
+            attempt = options.clone().connect(addrs.as_slice()) => attempt,
         };
         match attempt {
             Ok(client) => {
@@ -34,13 +44,13 @@ pub(super) async fn connect(
                 return Ok(Some(client));
             }
             Err(source) if is_rejection(&source) => {
-                return Err(Error::Connect {
-                    url: url.to_owned(),
+                return Err(credentials.rejected(&source).unwrap_or(Error::Connect {
+                    url,
                     source: NatsError::new(source),
-                })
+                }))
             }
             Err(err) => {
-                tracing::warn!(url, error = %err, retry_in = ?delay, "NATS is not reachable; retrying");
+                tracing::warn!(%url, error = %err, retry_in = ?delay, "NATS is not reachable; retrying");
                 if shutdown.sleep(delay).await {
                     return Ok(None);
                 }
@@ -89,13 +99,16 @@ fn connect_options(
         })
 }
 
-/// Whether the server refused us (TLS, certificate, authorization), as opposed to not being
-/// reachable (yet).
+/// Whether the server refused us (TLS, certificate, authorization, an expired JWT), as opposed
+/// to not being reachable (yet).
 fn is_rejection(err: &async_nats::ConnectError) -> bool {
     use async_nats::ConnectErrorKind as Kind;
     match err.kind() {
         Kind::Tls | Kind::Authentication | Kind::AuthorizationViolation | Kind::ServerParse => true,
         Kind::Io => {
+            if nats_auth::refuses_credentials(err) {
+                return true;
+            }
             // A failed TLS handshake or a TLS alert (e.g. "certificate required") arrives as
             // an I/O error carrying the TLS error.
             let mut source: Option<&(dyn std::error::Error + 'static)> =
