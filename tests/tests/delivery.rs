@@ -294,8 +294,10 @@ async fn auto_prefetch_takes_events_ahead_of_short_reconciles_only() {
             pending
         }
     };
-    let results = |count: usize| move |seen: &[conveyor_driver_tests::Seen]| {
-        seen.iter().filter(|s| s.is_result()).count() >= count
+    let results = |count: usize| {
+        move |seen: &[conveyor_driver_tests::Seen]| {
+            seen.iter().filter(|s| s.is_result()).count() >= count
+        }
     };
 
     // Reconciles of a millisecond or two: events are taken ahead of the two slots.
@@ -314,7 +316,11 @@ async fn auto_prefetch_takes_events_ahead_of_short_reconciles_only() {
     tap.until("308 results", results(308)).await;
     create_builds(&conveyor, 6, json!({"sleep_ms": 3000})).await;
     wait_until("2 long", || async move { held.calls().len() == 310 }).await;
-    assert_eq!(pending("after long reconciles").await, 2, "nothing taken ahead");
+    assert_eq!(
+        pending("after long reconciles").await,
+        2,
+        "nothing taken ahead"
+    );
     running.stop().await.unwrap();
 }
 

@@ -84,7 +84,10 @@ fn effective(variable: &str) -> String {
 
 /// The binary's `describe` document.
 fn describe() -> Value {
-    let out = command(&binary()).arg("describe").output().expect("describe");
+    let out = command(&binary())
+        .arg("describe")
+        .output()
+        .expect("describe");
     assert!(out.status.success());
     serde_json::from_slice(&out.stdout).expect("describe prints JSON")
 }
@@ -110,13 +113,16 @@ fn metrics_port() -> u16 {
     let addr: std::net::SocketAddr = effective("CONVEYOR_METRICS_ADDR")
         .parse()
         .expect("CONVEYOR_METRICS_ADDR is an address");
-    assert!(addr.ip().is_unspecified(), "probes come from outside the pod: {addr}");
+    assert!(
+        addr.ip().is_unspecified(),
+        "probes come from outside the pod: {addr}"
+    );
     addr.port()
 }
 
-/// The fields of a KEDA ScaledObject these manifests may use, as KEDA's CRD types them
-/// (trigger metadata is a map of strings): a typo or a number where KEDA wants a string fails
-/// here, as the API server would reject it.
+/// The fields of a KEDA ScaledObject these manifests may use, as KEDA's CRD types them: a
+/// typo fails here, as the API server would reject it (the trigger's metadata, a map of
+/// strings in the CRD, is checked by the test, YAML numbers being read as strings otherwise).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct ScaledObject {
@@ -148,7 +154,7 @@ struct ScaleTargetRef {
 struct Trigger {
     #[serde(rename = "type")]
     kind: String,
-    metadata: BTreeMap<String, String>,
+    metadata: BTreeMap<String, Value>,
 }
 
 #[test]
@@ -162,35 +168,53 @@ fn the_scaled_object_scales_on_the_drivers_consumer_of_the_messages_stream() {
     assert!(scaled.metadata.contains_key("name"));
     let spec = scaled.spec;
     assert_eq!(spec.scale_target_ref.name, deployment()["metadata"]["name"]);
-    assert!(spec.min_replica_count >= 1, "the first pod registers the consumer");
+    assert!(
+        spec.min_replica_count >= 1,
+        "the first pod registers the consumer"
+    );
     assert!(spec.max_replica_count >= spec.min_replica_count);
     assert!(spec.polling_interval > 0 && spec.cooldown_period > 0);
     let [trigger] = spec.triggers.as_slice() else {
         panic!("one trigger");
     };
     assert_eq!(trigger.kind, "nats-jetstream");
-    let keys: BTreeSet<&str> = trigger.metadata.keys().map(String::as_str).collect();
-    let required = ["account", "consumer", "lagThreshold", "natsServerMonitoringEndpoint", "stream"];
+    let metadata: BTreeMap<&str, &str> = trigger
+        .metadata
+        .iter()
+        .map(|(key, value)| {
+            let text = value.as_str();
+            (
+                key.as_str(),
+                text.unwrap_or_else(|| panic!("{key}: {value} is not a string")),
+            )
+        })
+        .collect();
+    let keys: BTreeSet<&str> = metadata.keys().copied().collect();
+    let required = [
+        "account",
+        "consumer",
+        "lagThreshold",
+        "natsServerMonitoringEndpoint",
+        "stream",
+    ];
     let optional = ["activationLagThreshold", "useHttps"];
     assert!(required.iter().all(|key| keys.contains(key)), "{keys:?}");
     assert!(
-        keys.iter().all(|key| required.contains(key) || optional.contains(key)),
+        keys.iter()
+            .all(|key| required.contains(key) || optional.contains(key)),
         "not a nats-jetstream parameter in {keys:?}"
     );
 
     let described = describe();
-    assert_eq!(trigger.metadata["stream"], described["consumer"]["stream"]);
+    assert_eq!(described["consumer"]["stream"], metadata["stream"]);
     assert_eq!(
-        trigger.metadata["consumer"],
-        described["consumer"]["config"]["durable_name"]
+        described["consumer"]["config"]["durable_name"],
+        metadata["consumer"]
     );
-    assert_eq!(trigger.metadata["consumer"], described["driver"]);
-    assert_eq!(trigger.metadata["account"], "$G");
+    assert_eq!(described["driver"], metadata["consumer"]);
+    assert_eq!(metadata["account"], "$G");
     // One pod per `concurrency` pending events: each new pod gets a full set of slots.
-    assert_eq!(
-        trigger.metadata["lagThreshold"],
-        effective("CONVEYOR_CONCURRENCY")
-    );
+    assert_eq!(metadata["lagThreshold"], effective("CONVEYOR_CONCURRENCY"));
 }
 
 #[test]
@@ -221,7 +245,10 @@ fn probes_ports_and_scrape_annotations_use_the_metrics_address_of_the_settings()
 
     // The image serves on the same port when run without the ConfigMap.
     let dockerfile = read("Dockerfile");
-    assert!(dockerfile.contains(&format!("\nEXPOSE {port}\n")), "EXPOSE {port}");
+    assert!(
+        dockerfile.contains(&format!("\nEXPOSE {port}\n")),
+        "EXPOSE {port}"
+    );
     assert!(dockerfile.contains(&format!("ENV CONVEYOR_METRICS_ADDR=0.0.0.0:{port}\n")));
 }
 
@@ -236,13 +263,18 @@ fn every_variable_set_is_a_setting_of_the_binary_and_its_value_is_valid() {
         }
     }
     for name in names.iter().filter(|name| name.starts_with("CONVEYOR_")) {
-        assert!(settings.contains_key(name), "{name} is not a setting of the binary");
+        assert!(
+            settings.contains_key(name),
+            "{name} is not a setting of the binary"
+        );
     }
     // The ConfigMap's values as the binary reads them: `describe` loads every setting and
     // builds the API client from the TLS files, so real ones stand in for the Secret's.
     let secret = tempfile::tempdir().expect("temp dir");
     let ca = pki::Ca::new("deploy test CA");
-    let (cert, key) = ca.client("driver", pki::KeyKind::P256).write(secret.path(), "client");
+    let (cert, key) = ca
+        .client("driver", pki::KeyKind::P256)
+        .write(secret.path(), "client");
     let files = [
         ("CONVEYOR_TLS_CERT", cert),
         ("CONVEYOR_TLS_KEY", key),
@@ -314,12 +346,23 @@ fn the_memory_limit_has_room_for_the_log_buffer_and_the_tls_files_come_from_the_
     let deployment = deployment();
     let driver = container(&deployment, "containers", "driver");
     let resources = &driver["resources"];
-    let limit = bytes(resources["limits"]["memory"].as_str().expect("memory limit"));
-    let request = bytes(resources["requests"]["memory"].as_str().expect("memory request"));
+    let limit = bytes(
+        resources["limits"]["memory"]
+            .as_str()
+            .expect("memory limit"),
+    );
+    let request = bytes(
+        resources["requests"]["memory"]
+            .as_str()
+            .expect("memory request"),
+    );
     let buffer: u64 = effective("CONVEYOR_LOG_BUFFER").parse().expect("bytes");
     // Measured: 41 MiB peak with the 16 MiB buffer full (RELIABILITY.md), so about 25 MiB
     // besides the buffer.
-    assert!(limit >= buffer + (32 << 20), "limit {limit} for a {buffer}-byte log buffer");
+    assert!(
+        limit >= buffer + (32 << 20),
+        "limit {limit} for a {buffer}-byte log buffer"
+    );
     assert!(request <= limit && request >= 16 << 20);
 
     let spec = &deployment["spec"]["template"]["spec"];
@@ -360,12 +403,18 @@ fn the_image_matches_the_workspace_and_the_pods_security_context() {
         .find_map(|line| line.strip_prefix("rust-version = "))
         .expect("workspace rust-version");
     assert!(
-        dockerfile.contains(&format!("\nARG RUST_VERSION={}\n", rust_version.trim_matches('"'))),
+        dockerfile.contains(&format!(
+            "\nARG RUST_VERSION={}\n",
+            rust_version.trim_matches('"')
+        )),
         "the image builds with rust-version {rust_version}"
     );
     assert!(dockerfile.contains("\nSTOPSIGNAL SIGTERM\n"));
     let user = deployment()["spec"]["template"]["spec"]["securityContext"]["runAsUser"].clone();
-    assert!(dockerfile.contains(&format!("\nUSER {user}:{user}\n")), "USER {user}");
+    assert!(
+        dockerfile.contains(&format!("\nUSER {user}:{user}\n")),
+        "USER {user}"
+    );
 
     // Every manifest of the directory is applied.
     let kustomization = manifest("kustomization.yaml", "Kustomization");
@@ -393,7 +442,10 @@ fn dashboard_metrics() -> BTreeSet<String> {
             queries.push(target["expr"].as_str().expect("expr").to_owned());
         }
     }
-    for variable in dashboard["templating"]["list"].as_array().expect("templating") {
+    for variable in dashboard["templating"]["list"]
+        .as_array()
+        .expect("templating")
+    {
         if let Some(query) = variable["query"]["query"].as_str() {
             queries.push(query.to_owned());
         }
@@ -424,21 +476,36 @@ async fn every_metric_the_dashboard_queries_is_in_a_real_scrape_and_the_probes_a
     // Every driver has the same metrics (the runtime's); `echo` can be made to fail.
     let _driver = DriverProcess::start_with(
         "echo",
-        &[("CONVEYOR_NATS_URL", &url), ("CONVEYOR_METRICS_ADDR", &addr)],
+        &[
+            ("CONVEYOR_NATS_URL", &url),
+            ("CONVEYOR_METRICS_ADDR", &addr),
+        ],
         &[],
     );
     let base = format!("http://{addr}");
     let deployment = deployment();
     let driver = container(&deployment, "containers", "driver");
-    let readiness = driver["readinessProbe"]["httpGet"]["path"].as_str().expect("path");
-    poll(&format!("{base}{readiness}"), "readiness", |status, _| status == 200).await;
-    let liveness = driver["livenessProbe"]["httpGet"]["path"].as_str().expect("path");
-    assert_eq!(get(&format!("{base}{liveness}")).await.map(|r| r.0), Some(200));
+    let readiness = driver["readinessProbe"]["httpGet"]["path"]
+        .as_str()
+        .expect("path");
+    poll(&format!("{base}{readiness}"), "readiness", |status, _| {
+        status == 200
+    })
+    .await;
+    let liveness = driver["livenessProbe"]["httpGet"]["path"]
+        .as_str()
+        .expect("path");
+    assert_eq!(
+        get(&format!("{base}{liveness}")).await.map(|r| r.0),
+        Some(200)
+    );
 
     // One success and one failure, so that the histogram has observations.
     let mut tap = conveyor.tap().await;
     let ok = conveyor.create("echo-resource", "ok", json!({})).await;
-    let bad = conveyor.create("echo-resource", "bad", json!({"fail": true})).await;
+    let bad = conveyor
+        .create("echo-resource", "bad", json!({"fail": true}))
+        .await;
     tap.result(&ok).await;
     tap.result(&bad).await;
 
@@ -446,9 +513,16 @@ async fn every_metric_the_dashboard_queries_is_in_a_real_scrape_and_the_probes_a
         .as_str()
         .expect("prometheus.io/path")
         .to_owned();
-    let scrape = poll(&format!("{base}{path}"), "both reconciles counted", |status, body| {
-        status == 200 && body.contains(r#"conveyor_driver_reconcile_duration_seconds_count{driver="echo"} 2"#)
-    })
+    let scrape = poll(
+        &format!("{base}{path}"),
+        "both reconciles counted",
+        |status, body| {
+            status == 200
+                && body.contains(
+                    r#"conveyor_driver_reconcile_duration_seconds_count{driver="echo"} 2"#,
+                )
+        },
+    )
     .await;
     let samples: BTreeSet<&str> = scrape
         .lines()
@@ -459,6 +533,12 @@ async fn every_metric_the_dashboard_queries_is_in_a_real_scrape_and_the_probes_a
         .iter()
         .filter(|name| !samples.contains(name.as_str()))
         .collect();
-    assert!(missing.is_empty(), "not in the scrape: {missing:?}\n{scrape}");
-    assert!(scrape.contains(r#"driver="echo""#), "the dashboard filters on `driver`");
+    assert!(
+        missing.is_empty(),
+        "not in the scrape: {missing:?}\n{scrape}"
+    );
+    assert!(
+        scrape.contains(r#"driver="echo""#),
+        "the dashboard filters on `driver`"
+    );
 }

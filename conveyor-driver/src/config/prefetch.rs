@@ -72,6 +72,9 @@ mod tests {
         assert_eq!(parse(" AUTO "), Ok(Prefetch::Auto));
         assert_eq!(parse("0"), Ok(Prefetch::Fixed(0)));
         assert_eq!(parse("64"), Ok(Prefetch::Fixed(64)));
-        assert_eq!(parse("some"), Err("expected auto or a whole number".to_owned()));
+        assert_eq!(
+            parse("some"),
+            Err("expected auto or a whole number".to_owned())
+        );
     }
 }

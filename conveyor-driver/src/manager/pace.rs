@@ -87,7 +87,11 @@ mod tests {
     use super::*;
 
     fn pace(prefetch: Prefetch, concurrency: usize) -> Pace {
-        Pace::new(&Config::default().concurrency(concurrency).prefetch(prefetch))
+        Pace::new(
+            &Config::default()
+                .concurrency(concurrency)
+                .prefetch(prefetch),
+        )
     }
 
     #[test]
@@ -121,7 +125,11 @@ mod tests {
         for _ in 0..(64 * 10) {
             pace.record(Duration::from_millis(1));
         }
-        assert_eq!(pace.ahead(), 64, "2 s / 2048 is under 1 ms: 80 ahead, capped at 64");
+        assert_eq!(
+            pace.ahead(),
+            64,
+            "2 s / 2048 is under 1 ms: 80 ahead, capped at 64"
+        );
     }
 
     #[test]

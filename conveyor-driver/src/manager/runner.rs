@@ -279,10 +279,17 @@ impl Withheld {
         ahead: usize,
     ) -> Option<OwnedSemaphorePermit> {
         let target = self.cap.saturating_sub(ahead);
-        let held = self.held.as_ref().map_or(0, OwnedSemaphorePermit::num_permits);
+        let held = self
+            .held
+            .as_ref()
+            .map_or(0, OwnedSemaphorePermit::num_permits);
         if held > target {
             // Back to the semaphore: the next acquire requests them.
-            drop(self.held.as_mut().and_then(|held| held.split(held.num_permits() - target)));
+            drop(
+                self.held
+                    .as_mut()
+                    .and_then(|held| held.split(held.num_permits() - target)),
+            );
             return Some(permits);
         }
         let owed = target - held;
