@@ -51,15 +51,25 @@
 //! turns it off. The last spans are exported when the binary exits.
 
 #![warn(missing_docs)]
+// docs.rs builds with `--cfg docsrs` on nightly (Cargo.toml's `package.metadata.docs.rs`):
+// every item behind a feature then shows which one, so that readers of the all-features
+// documentation know what to enable.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 /// The README's examples, compiled as doctests.
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]
 struct ReadmeDoctests;
 
+/// The crate README's (what crates.io shows), compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct CrateReadmeDoctests;
+
 pub mod bridge;
 pub mod cli;
 #[cfg(feature = "client")]
+#[cfg_attr(docsrs, doc(cfg(feature = "client")))]
 pub mod client;
 mod config;
 mod context;
@@ -80,6 +90,7 @@ pub mod testing;
 pub mod wire;
 
 #[cfg(feature = "client")]
+#[cfg_attr(docsrs, doc(cfg(feature = "client")))]
 pub use client::{Client, ClientError};
 pub use config::{Config, Prefetch};
 pub use context::{PipelineContext, StepError};
@@ -145,6 +156,7 @@ pub mod __private {
 /// The names a driver needs, for `use conveyor_driver::prelude::*;`.
 pub mod prelude {
     #[cfg(feature = "client")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "client")))]
     pub use crate::Client;
     pub use crate::{driver, PipelineContext, RunId, Spec, State};
     pub use crate::{
