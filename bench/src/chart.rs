@@ -22,20 +22,29 @@ pub fn draw(points: &[Point], path: &Path, title: &str) -> Result<(), BoxError> 
     }
     let root = SVGBackend::new(path, (800, 480)).into_drawing_area();
     root.fill(&WHITE)?;
-    let low = CONCURRENCIES[0] as f64 / 1.3;
-    let high = CONCURRENCIES[CONCURRENCIES.len() - 1] as f64 * 1.3;
+    // The x axis is log2(concurrency), so that the ticks fall on the measured concurrencies.
+    let high = (CONCURRENCIES[CONCURRENCIES.len() - 1] as f64).log2();
     let mut chart = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 20))
         .margin(15)
         .x_label_area_size(40)
         .y_label_area_size(70)
-        .build_cartesian_2d((low..high).log_scale(), 0.0..top)?;
+        .build_cartesian_2d(-0.3..high + 0.3, 0.0..top)?;
     chart
         .configure_mesh()
         .x_desc("concurrency (log scale)")
         .y_desc("events/s")
-        .x_labels(CONCURRENCIES.len())
-        .x_label_formatter(&|x| format!("{x:.0}"))
+        .x_labels(high as usize + 1)
+        .x_label_formatter(&|x| {
+            let power = x.round() as u32;
+            let measured = CONCURRENCIES.contains(&(1 << power));
+            if measured {
+                (1u64 << power).to_string()
+            } else {
+                String::new()
+            }
+        })
+        .light_line_style(WHITE)
         .y_label_formatter(&|y| format!("{y:.0}"))
         .draw()?;
     let series = [
@@ -50,7 +59,12 @@ pub fn draw(points: &[Point], path: &Path, title: &str) -> Result<(), BoxError> 
             .filter(|p| p.work_ms == work_ms)
             .map(|p| {
                 let spread = if runtime { p.runtime } else { p.raw };
-                (p.concurrency as f64, spread.median, spread.min, spread.max)
+                (
+                    (p.concurrency as f64).log2(),
+                    spread.median,
+                    spread.min,
+                    spread.max,
+                )
             })
             .collect();
         let style = color.stroke_width(if runtime { 3 } else { 2 });

@@ -67,8 +67,9 @@ struct Cli {
     /// its own settings). Unset: the runtime's default.
     #[arg(long)]
     prefetch: Option<String>,
-    /// Where to write the chart of the throughput sweep [default: bench/concurrency.svg;
-    /// with --quick, target/bench-quick.svg, so a smoke run leaves the committed chart alone].
+    /// Where to write the chart of the throughput sweep [default: concurrency.svg in the bench
+    /// crate's directory; with --quick, conveyor-bench-quick.svg in the temporary directory, so
+    /// that a smoke run leaves the committed chart alone].
     #[arg(long)]
     chart: Option<PathBuf>,
 }
@@ -155,11 +156,11 @@ async fn report(cli: Cli) -> Result<(), BoxError> {
     let points = throughput::sweep(&plan).await?;
     if points.iter().any(|p| p.instances == 1) {
         let path = cli.chart.unwrap_or_else(|| {
-            PathBuf::from(if plan.quick {
-                "target/bench-quick.svg"
+            if plan.quick {
+                std::env::temp_dir().join("conveyor-bench-quick.svg")
             } else {
-                "bench/concurrency.svg"
-            })
+                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("concurrency.svg")
+            }
         });
         let title = match &plan.prefetch {
             Some(prefetch) => {
