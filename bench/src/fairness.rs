@@ -185,10 +185,13 @@ fn read_receipts(
     }))
 }
 
-/// Waits (up to 20 s) until the consumer has pull requests from `instances` clients, so that
-/// no instance gets a head start on the events.
+/// Waits (up to 20 s) until the consumer has at least `instances` pull requests waiting, and a
+/// second more, so that no instance gets a head start on the events. The count cannot tell
+/// clients apart (one instance may have two requests out); the second covers that, as a
+/// runtime instance pulls some 50 ms after its start (see the cold start).
 async fn wait_until_pulling(js: &async_nats::jetstream::Context, instances: usize) {
     let deadline = Instant::now() + Duration::from_secs(20);
+    let settle = Duration::from_secs(1);
     while Instant::now() < deadline {
         if let Ok(stream) = js.get_stream("messages").await {
             if let Ok(mut consumer) = stream
@@ -197,6 +200,7 @@ async fn wait_until_pulling(js: &async_nats::jetstream::Context, instances: usiz
             {
                 if let Ok(info) = consumer.info().await {
                     if info.num_waiting >= instances {
+                        tokio::time::sleep(settle).await;
                         return;
                     }
                 }
