@@ -9,6 +9,7 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, value::RawValue, Value};
 
+use super::spec::{self, Timing};
 use super::{BoxError, DRIVER};
 
 /// Creates (or updates) the durable consumer with the configuration the runtime uses.
@@ -39,7 +40,7 @@ struct Message<'a> {
 }
 
 /// Consumes until SIGTERM.
-pub async fn run(url: &str, concurrency: usize, work_ms: u64) -> Result<(), BoxError> {
+pub async fn run(url: &str, concurrency: usize) -> Result<(), BoxError> {
     let client = async_nats::connect(url).await?;
     let js = jetstream::new(client.clone());
     let consumer = bind(&js).await?;
@@ -49,7 +50,7 @@ pub async fn run(url: &str, concurrency: usize, work_ms: u64) -> Result<(), BoxE
         let (client, js) = (client.clone(), js.clone());
         async move {
             if let Ok(message) = message {
-                if let Err(err) = handle(&client, &js, message, work_ms).await {
+                if let Err(err) = handle(&client, &js, message).await {
                     eprintln!("raw: {err}");
                 }
             }
@@ -68,8 +69,8 @@ async fn handle(
     client: &async_nats::Client,
     js: &jetstream::Context,
     message: jetstream::Message,
-    work_ms: u64,
 ) -> Result<(), BoxError> {
+    let started_at = spec::now_micros();
     let parsed: Message = serde_json::from_slice(&message.payload)?;
     let resource_json: String = serde_json::from_str(parsed.payload.get())?;
     let resource: Value = serde_json::from_str(&resource_json)?;
@@ -83,12 +84,13 @@ async fn handle(
         .publish(format!("live.logs.{}.{DRIVER}", parsed.run_id), log.clone())
         .await?;
     let _stored = js.publish(format!("logs.{}", parsed.run_id), log).await?;
+    let work_ms = spec::work_ms(&resource["spec"]);
     if work_ms > 0 {
         tokio::time::sleep(Duration::from_millis(work_ms)).await;
     }
     let envelope = json!({
         "event": "driver.result", "run_id": parsed.run_id, "resource": resource,
-        "driverresult": {"success": true, "message": "done", "data": null, "driver": DRIVER},
+        "driverresult": {"success": true, "message": "done", "data": Timing::since(started_at), "driver": DRIVER},
     });
     js.publish(
         "pipelines.driver.result",
