@@ -168,6 +168,11 @@ async fn report(cli: Cli) -> Result<(), BoxError> {
             }
             None => "events/s against concurrency, one instance".to_owned(),
         };
+        let title = if cfg!(debug_assertions) {
+            format!("{title} (debug build: not a measurement)")
+        } else {
+            title
+        };
         chart::draw(&points, &path, &title)?;
         println!("\nChart: `{}`.", path.display());
     }
