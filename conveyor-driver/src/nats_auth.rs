@@ -399,8 +399,10 @@ mod tests {
                 .nats_user_password("v", "q")
         )
         .is_ok());
-        let mut config = Config::default();
-        config.nats_user = Some("u".to_owned());
+        let config = Config {
+            nats_user: Some("u".to_owned()),
+            ..Config::default()
+        };
         let err = validate(&config).unwrap_err();
         assert!(err.to_string().contains("CONVEYOR_NATS_PASSWORD"), "{err}");
     }
