@@ -6,12 +6,12 @@ use crate::driver::Driver;
 use crate::manager::DriverManager;
 use crate::wire::subjects;
 
-/// Prints `document`.
+/// Prints `document`. A closed stdout (`describe | head`) ends the output quietly rather
+/// than panicking as `println!` would.
 pub(super) fn print(document: &Value) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(document).unwrap_or_default()
-    );
+    use std::io::Write;
+    let text = serde_json::to_string_pretty(document).unwrap_or_default();
+    let _ = writeln!(std::io::stdout().lock(), "{text}");
 }
 
 /// The document of `manager`.

@@ -2,6 +2,7 @@
 //! pipeline as in production, without NATS.
 
 use std::io::Read;
+use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -85,7 +86,9 @@ pub(super) fn invoke<D: Driver>(driver: D, config: Config, input: &Path) -> Resu
     let (outcome, _) = runtime.block_on(pipeline.reconcile(run));
     match outcome {
         Outcome::Publish(envelope) => {
-            println!("{}", serde_json::to_string(&envelope).unwrap_or_default());
+            let text = serde_json::to_string(&envelope).unwrap_or_default();
+            // A closed stdout ends the output quietly rather than panicking as `println!`.
+            let _ = writeln!(std::io::stdout().lock(), "{text}");
             let result = &envelope.driverresult;
             if result.success {
                 Ok(())
