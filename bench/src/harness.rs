@@ -242,6 +242,31 @@ pub fn proc_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// The CPU time process `pid` has used so far, all its threads, user and system
+/// (`/proc/<pid>/stat`); zero if it cannot be read.
+pub fn cpu_time(pid: u32) -> Duration {
+    // Fields 14 and 15 count clock ticks of USER_HZ, which Linux fixes at 100 per second
+    // for what it reports to user space. The command name (field 2) may hold spaces, so
+    // fields are counted after its closing parenthesis.
+    const TICK: Duration = Duration::from_millis(10);
+    let ticks = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let fields: Vec<u32> = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .skip(11)
+                .take(2)
+                .map(str::parse)
+                .collect::<Result<_, _>>()
+                .ok()?;
+            Some(fields.iter().sum::<u32>())
+        })
+        .unwrap_or(0);
+    TICK * ticks
+}
+
 /// KiB as MiB with one decimal.
 pub fn mib(kib: u64) -> String {
     format!("{:.1}", kib as f64 / 1024.0)

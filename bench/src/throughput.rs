@@ -42,6 +42,9 @@ pub struct Sample {
     /// From the first result to the last.
     pub steady_per_sec: f64,
     pub peak_rss_kib: u64,
+    /// CPU time per event of the driver processes, and of the nats-server, in µs.
+    pub driver_cpu_us: f64,
+    pub server_cpu_us: f64,
 }
 
 /// Both drivers on one scenario.
@@ -90,8 +93,9 @@ pub async fn sweep(plan: &Plan) -> Result<Vec<Point>, BoxError> {
             })
     );
     println!("Events/s from the driver's start to the last result; median of {} run(s) (min–max). The ratio is the median of each run's runtime/raw, both measured back to back.\n", plan.runs);
-    println!("| scenario | events | raw events/s | runtime events/s | runtime / raw | runtime × ideal | runtime peak RSS |");
-    println!("|---|---|---|---|---|---|---|");
+    println!("CPU per event is the CPU time of the driver processes and of the nats-server over the measurement, divided by the events (median, raw → runtime). On a machine where the driver, the server and the benchmark share the cores, throughput follows the sum.\n");
+    println!("| scenario | events | raw events/s | runtime events/s | runtime / raw | runtime × ideal | runtime peak RSS | driver CPU µs/event | server CPU µs/event |");
+    println!("|---|---|---|---|---|---|---|---|---|");
     let mut points: Vec<Point> = Vec::new();
     for scenario in scenarios.iter().filter(|s| plan.selects(&s.name())) {
         let (mut raw, mut ours, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
@@ -126,14 +130,21 @@ pub async fn sweep(plan: &Plan) -> Result<Vec<Point>, BoxError> {
                 )
             }
         };
+        let cpu = |samples: &[Sample], of: fn(&Sample) -> f64| {
+            Spread::of(&samples.iter().map(of).collect::<Vec<_>>()).median
+        };
         println!(
-            "| {} | {} | {} | {} | **{}** | {ideal} | {} MiB |",
+            "| {} | {} | {} | {} | **{}** | {ideal} | {} MiB | {:.0} → {:.0} | {:.0} → {:.0} |",
             scenario.name(),
             thousands(scenario.events as f64),
             point.raw.whole(),
             point.runtime.whole(),
             Spread::of(&ratios).fixed(2),
             mib(rss),
+            cpu(&raw, |s| s.driver_cpu_us),
+            cpu(&ours, |s| s.driver_cpu_us),
+            cpu(&raw, |s| s.server_cpu_us),
+            cpu(&ours, |s| s.server_cpu_us),
         );
         points.push(point);
     }
@@ -194,13 +205,19 @@ pub async fn measure(
         .map(|c| proc_kib(c.id(), "VmHWM:"))
         .max()
         .unwrap_or(0);
+    // Read before the stop: shutting down is not per-event work.
+    let driver_cpu: Duration = children.iter().map(|c| harness::cpu_time(c.id())).sum();
+    let server_cpu = setup.server.pid().map_or(Duration::ZERO, harness::cpu_time);
     for child in children {
         harness::stop(child)?;
     }
+    let per_event = |cpu: Duration| cpu.as_secs_f64() * 1e6 / scenario.events as f64;
     Ok(Sample {
         events_per_sec: scenario.events as f64 / elapsed.as_secs_f64(),
         steady_per_sec: (scenario.events.saturating_sub(1)) as f64 / steady.as_secs_f64(),
         peak_rss_kib,
+        driver_cpu_us: per_event(driver_cpu),
+        server_cpu_us: per_event(server_cpu),
     })
 }
 

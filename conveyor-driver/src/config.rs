@@ -195,7 +195,9 @@ impl Config {
     /// reconciles pipeline, long ones are never hoarded while another instance has a free
     /// slot. A number fixes it: `0` takes only as many events as there are free slots, `64`
     /// keeps up to 64 waiting whatever they cost. Events taken ahead are kept alive with
-    /// in-progress acks and handed back at once on shutdown.
+    /// in-progress acks and handed back at once on shutdown. Slots of the margin ahead are
+    /// asked for again in batches of half of it while the events in hand cover every
+    /// reconcile slot, rather than with one pull request per finished event.
     ///
     /// ```
     /// use conveyor_driver::{Config, Prefetch};

@@ -1,8 +1,10 @@
 //! The Driver Logger: a run's log, published to Conveyor and mirrored to local `tracing`.
 //!
-//! Logging is synchronous and never fails: a line is handed to a small per-run task that
+//! Logging is synchronous and never fails: a line is handed to the run's publisher, which
 //! publishes it (JetStream to `logs.<run_id>`, core NATS to `live.logs.<run_id>.<driver>`) and
-//! watches its acknowledgement. The runtime [flushes](Logger::flush) the log before it publishes
+//! watches its acknowledgement. The publisher is a future driven by the event's own task
+//! beside the reconcile, not a task of its own: a task per run would cost a spawn and a
+//! wake-up of its own per event. The runtime [flushes](Logger::flush) the log before it publishes
 //! the run's result, so every line of a run reaches the server before the result does.
 //!
 //! A line too large for one message (the server's `max_payload`, headers and JSON body
@@ -92,6 +94,12 @@ impl Publishing {
         }
     }
 }
+
+/// A run's log publishing: publishes the lines in order and waits for their acknowledgements;
+/// it ends once every clone of the run's [`Logger`] is gone and the last line is settled. The
+/// event's task polls it beside the reconcile ([`Logger::flush`] waits on it), and spawns
+/// what is left of it if a clone of the logger outlives the event.
+pub(crate) type LogPublishing = futures_util::future::BoxFuture<'static, ()>;
 
 /// A callback seeing each captured line as it is logged (`invoke` prints them live).
 pub(crate) type OnLine = Box<dyn Fn(&LogLine) + Send + Sync>;
@@ -214,28 +222,24 @@ impl std::fmt::Debug for Logger {
 }
 
 impl Logger {
-    /// A logger publishing to NATS; spawns its publishing task on the current Tokio runtime.
-    /// Its lines count against `buffer`.
+    /// A logger publishing to NATS, and the publisher that does it: the caller drives it
+    /// (see [`LogPublishing`]). Its lines count against `buffer`.
     pub(crate) fn publishing(
         context: RunContext,
         client: async_nats::Client,
         js: jetstream::Context,
         metrics: Arc<Metrics>,
         buffer: Arc<LogBuffer>,
-    ) -> Self {
+    ) -> (Self, LogPublishing) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let publisher = Publisher {
-            metrics: Arc::clone(&metrics),
-            buffer: Arc::clone(&buffer),
-            logs_subject: subjects::logs(&context.run_id),
-            live_subject: subjects::live_logs(&context.run_id, &context.driver),
-            context: context.clone(),
+        let publisher = Publisher::new(
+            context.clone(),
             client,
             js,
-            lines: 0,
-        };
-        tokio::spawn(publisher.run(rx));
-        Self {
+            Arc::clone(&metrics),
+            Arc::clone(&buffer),
+        );
+        let logger = Self {
             inner: Arc::new(Inner {
                 context,
                 sink: Sink::Publish(Publishing {
@@ -245,7 +249,8 @@ impl Logger {
                     metrics,
                 }),
             }),
-        }
+        };
+        (logger, Box::pin(publisher.run(rx)))
     }
 
     /// A logger collecting its lines into `capture` (test kit, offline `invoke`).

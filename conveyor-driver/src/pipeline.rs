@@ -19,7 +19,7 @@ use serde_json::value::RawValue;
 use crate::client::Client;
 use crate::config::Config;
 use crate::driver::{Driver, Event};
-use crate::logger::{Capture, Logger, RunContext};
+use crate::logger::{Capture, LogPublishing, Logger, RunContext};
 use crate::metrics::Counted;
 use crate::otel;
 use crate::state::SharedState;
@@ -111,6 +111,8 @@ pub(crate) struct Run {
     incoming: Incoming,
     pub(crate) logger: Logger,
     pub(crate) span: tracing::Span,
+    /// The logger's publisher when its lines go to NATS, for the caller to drive.
+    pub(crate) publishing: Option<LogPublishing>,
 }
 
 /// What the runtime does with an event.
@@ -193,20 +195,23 @@ impl<D: Driver> Pipeline<D> {
         incoming.event.set_state(self.state.clone());
         let context = run_context(&self.name, &incoming.event);
         let trace = context.trace.clone();
-        let logger = match sink {
+        let (logger, publishing) = match sink {
             Sink::Publish {
                 client,
                 js,
                 metrics,
                 log_buffer,
-            } => Logger::publishing(
-                context,
-                client.clone(),
-                js.clone(),
-                Arc::clone(metrics),
-                Arc::clone(log_buffer),
-            ),
-            Sink::Capture(capture) => Logger::capturing(context, capture),
+            } => {
+                let (logger, publishing) = Logger::publishing(
+                    context,
+                    client.clone(),
+                    js.clone(),
+                    Arc::clone(metrics),
+                    Arc::clone(log_buffer),
+                );
+                (logger, Some(publishing))
+            }
+            Sink::Capture(capture) => (Logger::capturing(context, capture), None),
         };
         let span = reconcile_span(&incoming.event, &logger);
         let delivery = std::mem::take(&mut incoming.delivery);
@@ -221,6 +226,7 @@ impl<D: Driver> Pipeline<D> {
             incoming,
             logger,
             span,
+            publishing,
         }
     }
 
@@ -231,6 +237,7 @@ impl<D: Driver> Pipeline<D> {
             incoming,
             logger,
             span,
+            publishing: _,
         } = run;
         if !self.handles(&incoming.event.name) {
             return (Outcome::Skipped, Counted::Success);

@@ -113,6 +113,10 @@ pub(crate) const MIN_BUDGET: usize = 16;
 /// `message`; an empty message is one empty piece. A piece holds at least one character even
 /// when that character does not fit, so that this always ends.
 pub(crate) fn split(message: &str, budget: usize) -> Vec<&str> {
+    // No character takes more than 6 bytes escaped: most lines need no counting.
+    if message.len().saturating_mul(6) <= budget {
+        return vec![message];
+    }
     let mut pieces = Vec::new();
     let mut start = 0;
     let mut used = 0;

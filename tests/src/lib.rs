@@ -123,6 +123,11 @@ impl NatsServer {
     }
 
     /// `nats://127.0.0.1:<port>`.
+    /// The server process's id, while it runs (the benchmark reads its CPU time).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
     }
@@ -783,7 +788,8 @@ mod driver {
     /// A driver steered by the resource spec, recording every call:
     /// `{"hold": true}` waits until [`TestDriver::release`]; `{"sleep_ms": n}` sleeps; `{"panic": true}` panics; `{"fail": true}` returns a failed
     /// result; `{"error": "..."}` a permanent error; `{"transient_until": n}` a transient error
-    /// on attempts below n (`"retry_after_ms"` sets its delay); `{"lines": n}` logs n extra lines.
+    /// on attempts below n (`"retry_after_ms"` sets its delay); `{"lines": n}` logs n extra lines;
+    /// `{"late_line_ms": n}` logs one more line from a task of its own n ms after returning.
     /// Otherwise success with the spec as data.
     #[derive(Clone)]
     pub struct TestDriver {
@@ -912,6 +918,13 @@ mod driver {
             );
             for i in 0..spec["lines"].as_u64().unwrap_or(0) {
                 log.log(format!("line {i}"));
+            }
+            if let Some(ms) = spec["late_line_ms"].as_u64() {
+                let log = log.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    log.log("a line after the result");
+                });
             }
             if spec["hold"] == Value::Bool(true) {
                 // Fails only once closed, which is the release.

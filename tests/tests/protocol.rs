@@ -146,6 +146,25 @@ async fn failure_error_and_panic_become_failed_results_and_the_driver_keeps_goin
 }
 
 #[tokio::test]
+async fn a_line_logged_by_a_clone_of_the_logger_after_the_result_is_still_published() {
+    let driver = TestDriver::new("builder", &["build"]);
+    let (_server, conveyor, mut tap, running) = setup(&driver).await;
+
+    let run_id = conveyor
+        .create("build", "app", json!({"late_line_ms": 300}))
+        .await;
+    tap.result(&run_id).await;
+    tap.settle(Duration::from_millis(1500)).await;
+
+    let logs = stored(&conveyor.js, "logs-engine", &format!("logs.{run_id}")).await;
+    let results = stored(&conveyor.js, "pipeline-engine", "pipelines.driver.result").await;
+    assert_eq!(logs.len(), 2, "the start line and the late one");
+    assert_eq!(logs[1].body["message"], "a line after the result");
+    assert!(logs[1].stored_at > results[0].stored_at);
+    running.stop().await.unwrap();
+}
+
+#[tokio::test]
 async fn logs_are_schema_valid_labelled_and_all_published_before_the_result() {
     let driver = TestDriver::new("builder", &["build"]);
     let (_server, conveyor, mut tap, running) = setup(&driver).await;

@@ -1,4 +1,4 @@
-//! The per-run task publishing a logger's lines: in order, split to fit the server's
+//! The per-run publisher of a logger's lines: in order, split to fit the server's
 //! `max_payload`, each with its `Nats-Msg-Id`, their acknowledgements tracked. A line's room
 //! in the log buffer is given back once JetStream acknowledged it (or it failed for good), so
 //! the bound covers what waits in the NATS client too.
@@ -20,17 +20,21 @@ use crate::metrics::Metrics;
 use crate::sizing;
 use crate::wire::{subjects, LogEntry};
 
-/// The per-run task that publishes log lines in order and tracks their acknowledgements.
+/// The per-run publisher of log lines, in order, tracking their acknowledgements.
 pub(super) struct Publisher {
-    pub(super) metrics: Arc<Metrics>,
-    pub(super) buffer: Arc<LogBuffer>,
-    pub(super) context: RunContext,
-    pub(super) client: async_nats::Client,
-    pub(super) js: jetstream::Context,
-    pub(super) logs_subject: String,
-    pub(super) live_subject: String,
+    metrics: Arc<Metrics>,
+    buffer: Arc<LogBuffer>,
+    context: RunContext,
+    client: async_nats::Client,
+    js: jetstream::Context,
+    logs_subject: String,
+    live_subject: String,
     /// Lines published so far: the last line's number in its `Nats-Msg-Id`.
-    pub(super) lines: u64,
+    lines: u64,
+    /// What a line without labels takes besides its text (JSON body and headers), for the
+    /// length of timestamp it was computed with: the same for every line of a run, so it is
+    /// computed once rather than by serializing an empty line per line.
+    overhead: Option<(usize, usize)>,
 }
 
 /// A line's PubAck, being awaited, with the bytes of log buffer it gives back.
@@ -38,6 +42,26 @@ type Ack = BoxFuture<'static, (PublishResult, usize)>;
 type PublishResult = Result<jetstream::publish::PublishAck, jetstream::context::PublishError>;
 
 impl Publisher {
+    pub(super) fn new(
+        context: RunContext,
+        client: async_nats::Client,
+        js: jetstream::Context,
+        metrics: Arc<Metrics>,
+        buffer: Arc<LogBuffer>,
+    ) -> Self {
+        Self {
+            metrics,
+            buffer,
+            logs_subject: subjects::logs(&context.run_id),
+            live_subject: subjects::live_logs(&context.run_id, &context.driver),
+            context,
+            client,
+            js,
+            lines: 0,
+            overhead: None,
+        }
+    }
+
     pub(super) async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
         let mut acks = FuturesUnordered::new();
         loop {
@@ -117,11 +141,26 @@ impl Publisher {
 
     /// The bytes left for the message text of a line, once its JSON body, its labels and its
     /// `Nats-Msg-Id` (with the widest line number) are counted.
-    fn budget(&self, timestamp: &str, labels: &[(String, String)], limit: usize) -> usize {
+    fn budget(&mut self, timestamp: &str, labels: &[(String, String)], limit: usize) -> usize {
+        let overhead = match self.overhead {
+            Some((length, overhead)) if length == timestamp.len() && labels.is_empty() => overhead,
+            _ => {
+                let overhead = self.overhead_of(timestamp, labels);
+                if labels.is_empty() {
+                    self.overhead = Some((timestamp.len(), overhead));
+                }
+                overhead
+            }
+        };
+        limit.saturating_sub(overhead)
+    }
+
+    /// What a line with `timestamp` and `labels` takes besides its text.
+    fn overhead_of(&self, timestamp: &str, labels: &[(String, String)]) -> usize {
         let empty = entry(&self.context, timestamp.to_owned(), String::new());
         let body = serde_json::to_vec(&empty).map_or(usize::MAX, |json| json.len());
         let headers = self.headers(labels, u64::MAX).wire_len();
-        limit.saturating_sub(body.saturating_add(headers))
+        body.saturating_add(headers)
     }
 
     /// The headers of line number `line`: its labels, its `Nats-Msg-Id` and the run's trace

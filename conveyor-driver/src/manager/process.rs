@@ -16,13 +16,14 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, AckKind};
 use async_nats::HeaderMap;
+use futures_util::FutureExt;
 use tokio::sync::{watch, OwnedSemaphorePermit};
 use tracing::Instrument;
 
 #[cfg(feature = "client")]
 use crate::client::Client;
 use crate::driver::Driver;
-use crate::logger::LogBuffer;
+use crate::logger::{LogBuffer, LogPublishing};
 use crate::metrics::{Counted, Metrics};
 use crate::pipeline::{Incoming, Outcome, Pipeline, Run, Sink};
 use crate::sizing::{self, Headers};
@@ -98,26 +99,50 @@ impl<D: Driver> Task<D> {
             metrics: &shared.metrics,
             log_buffer: &shared.log_buffer,
         };
-        let run = shared.pipeline.start(incoming, sink);
+        let mut run = shared.pipeline.start(incoming, sink);
+        let mut publishing = run.publishing.take();
         let span = run.span.clone();
         let place = (turn, slot);
-        let work = handle(&shared, run, (attempt, &msg_id), place, stopping).instrument(span);
-        tokio::pin!(work);
-        let kind = loop {
-            // Read each time: the server's `ack_wait` can change while the event runs.
-            let beat = tokio::time::sleep(shared.ack_wait.heartbeat());
-            tokio::select! {
-                biased;
-                kind = &mut work => break kind,
-                _ = aborted(&mut abort) => break AckKind::Nak(None),
-                () = beat => {
-                    if let Err(err) = message.ack_with(AckKind::Progress).await {
-                        tracing::debug!(error = %err, "in-progress acknowledgement not sent");
+        // In a block of its own, so that the future's state does not stay beside the
+        // settling's: the spawned task is as large as its largest state.
+        let kind = {
+            let work = handle(&shared, run, (attempt, &msg_id), place, stopping).instrument(span);
+            tokio::pin!(work);
+            loop {
+                // Read each time: the server's `ack_wait` can change while the event runs.
+                let beat = tokio::time::sleep(shared.ack_wait.heartbeat());
+                tokio::select! {
+                    biased;
+                    kind = &mut work => break kind,
+                    () = publish_logs(&mut publishing) => {}
+                    _ = aborted(&mut abort) => break AckKind::Nak(None),
+                    () = beat => {
+                        if let Err(err) = message.ack_with(AckKind::Progress).await {
+                            tracing::debug!(error = %err, "in-progress acknowledgement not sent");
+                        }
                     }
                 }
             }
         };
-        settle(message, kind).await;
+        settle(&message, kind).await;
+        // The run's lines are flushed; only a clone of its logger kept past the run can
+        // still log.
+        if let Some(mut rest) = publishing {
+            if (&mut rest).now_or_never().is_none() {
+                tokio::spawn(rest);
+            }
+        }
+    }
+}
+
+/// Drives the run's log publisher until it ends; then, or without one, never completes.
+async fn publish_logs(publishing: &mut Option<LogPublishing>) {
+    match publishing {
+        Some(publisher) => {
+            publisher.await;
+            *publishing = None;
+        }
+        None => std::future::pending().await,
     }
 }
 
@@ -354,7 +379,7 @@ impl PublishError {
 }
 
 /// Sends `kind` for `message`; a failure is only reported, as JetStream redelivers anyway.
-pub(super) async fn settle(message: jetstream::Message, kind: AckKind) {
+pub(super) async fn settle(message: &jetstream::Message, kind: AckKind) {
     if let Err(err) = message.ack_with(kind).await {
         tracing::warn!(subject = %message.subject, error = %err, "acknowledgement not sent");
     }

@@ -51,11 +51,13 @@ impl<D: Driver> Runner<D> {
         consumer_config: async_nats::jetstream::consumer::pull::Config,
         shutdown: &mut Shutdown,
     ) -> Result<(), Error> {
-        let config = self.shared.pipeline.config();
+        let concurrency = self.shared.pipeline.config().concurrency;
         let pace = &self.shared.pace;
-        let slots = Arc::new(Semaphore::new(config.concurrency + pace.cap()));
+        let slots = Arc::new(Semaphore::new(concurrency + pace.cap()));
         // The slots beyond `concurrency` that are not to be asked for now.
         let mut withheld = Withheld::new(Arc::clone(&slots), pace.cap());
+        // Free slots not asked for yet: see `worth_requesting`.
+        let mut unrequested: Option<OwnedSemaphorePermit> = None;
         let Some(mut puller) = self.subscribe(consumer, shutdown).await else {
             return Ok(());
         };
@@ -95,10 +97,17 @@ impl<D: Driver> Runner<D> {
                     if let Ok(more) = Arc::clone(&slots).try_acquire_many_owned(free) {
                         permits.merge(more);
                     }
+                    if let Some(earlier) = unrequested.take() {
+                        permits.merge(earlier);
+                    }
                     let ahead = self.shared.pace.ahead();
                     let Some(permits) = withheld.adjust(permits, ahead) else {
                         continue;
                     };
+                    if !worth_requesting(permits.num_permits(), concurrency, ahead) {
+                        unrequested = Some(permits);
+                        continue;
+                    }
                     let expires = match ahead {
                         1.. if self.shared.pace.adaptive() => pull::AHEAD_EXPIRES,
                         _ => Duration::MAX,
@@ -130,7 +139,8 @@ impl<D: Driver> Runner<D> {
         if let Ok(info) = message.info() {
             tracing::debug!(subject = %message.subject, delivered = info.delivered, sequence = info.stream_sequence, "event handed back");
         }
-        self.tasks.spawn(settle(message, AckKind::Nak(None)));
+        self.tasks
+            .spawn(async move { settle(&message, AckKind::Nak(None)).await });
     }
 
     /// Binds the consumer again after a second's pause, and subscribes anew. `None` if
@@ -316,6 +326,16 @@ impl Withheld {
     }
 }
 
+/// Whether `free` slots are to be asked for now, with `ahead` events taken ahead of
+/// `concurrency`. While events are taken ahead, a freed slot of that margin waits for others
+/// to free: one request for many events costs the server less than one request per finished
+/// event, and the events in hand still cover every reconcile slot. Without events ahead, every
+/// free slot is asked for at once.
+fn worth_requesting(free: usize, concurrency: usize, ahead: usize) -> bool {
+    let in_hand = (concurrency + ahead).saturating_sub(free);
+    free >= (ahead / 2).max(1) || in_hand < concurrency
+}
+
 async fn join_all(tasks: &mut JoinSet<()>) {
     while let Some(result) = tasks.join_next().await {
         report_task(result);
@@ -335,7 +355,7 @@ async fn settle_with_permit(
     kind: AckKind,
     _permit: OwnedSemaphorePermit,
 ) {
-    settle(message, kind).await;
+    settle(&message, kind).await;
 }
 
 /// How often the consumer's state is read from the server.
@@ -354,5 +374,35 @@ pub(super) async fn poll_consumer<D>(mut consumer: PullConsumer, shared: Arc<Sha
             Err(err) => tracing::debug!(error = %err, "consumer info not available"),
         }
         tokio::time::sleep(CONSUMER_POLL).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::worth_requesting;
+
+    #[test]
+    fn without_events_ahead_every_free_slot_is_asked_for() {
+        assert!(worth_requesting(1, 1, 0));
+        assert!(worth_requesting(1, 64, 0));
+    }
+
+    #[test]
+    fn slots_of_the_ahead_margin_wait_for_half_of_it() {
+        // Concurrency 1 with 40 ahead: 41 slots, one freed at a time.
+        assert!(!worth_requesting(1, 1, 40));
+        assert!(!worth_requesting(19, 1, 40));
+        assert!(worth_requesting(20, 1, 40));
+        // Concurrency 64 with 64 ahead.
+        assert!(!worth_requesting(31, 64, 64));
+        assert!(worth_requesting(32, 64, 64));
+    }
+
+    #[test]
+    fn a_slot_is_asked_for_at_once_when_the_events_in_hand_no_longer_cover_the_concurrency() {
+        // 4 ahead, so up to 2 slots may wait, but only while 8 events are still in hand.
+        assert!(!worth_requesting(1, 8, 4));
+        assert!(worth_requesting(5, 8, 4));
+        assert!(worth_requesting(1, 8, 1));
     }
 }
