@@ -55,7 +55,7 @@ struct Inner {
 
 /// Where a logger's lines go besides the local `tracing` mirror.
 enum Sink {
-    /// The per-run NATS publisher task (the runtime).
+    /// The run's NATS publisher (the runtime).
     Publish(Publishing),
     /// Nowhere else ([`Logger::local`]).
     Local,
@@ -63,7 +63,7 @@ enum Sink {
     Capture(Arc<Capture>),
 }
 
-/// The sending side of a run's publisher task.
+/// The sending side of a run's publisher.
 struct Publishing {
     commands: mpsc::UnboundedSender<Command>,
     /// The instance's byte bound; a line that does not fit is dropped.
