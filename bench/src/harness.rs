@@ -271,3 +271,36 @@ pub fn cpu_time(pid: u32) -> Duration {
 pub fn mib(kib: u64) -> String {
     format!("{:.1}", kib as f64 / 1024.0)
 }
+
+/// Counts the messages published on `subject` from now on, as the server routes them.
+pub async fn count(client: &async_nats::Client, subject: String) -> Result<Counter, BoxError> {
+    let mut messages = client.subscribe(subject).await?;
+    client.flush().await?;
+    let seen = Arc::new(AtomicUsize::new(0));
+    let counting = Arc::clone(&seen);
+    let task = tokio::spawn(async move {
+        while messages.next().await.is_some() {
+            counting.fetch_add(1, Ordering::Relaxed);
+        }
+    });
+    Ok(Counter { seen, task })
+}
+
+/// Messages seen on a subject; stops counting when dropped.
+pub struct Counter {
+    seen: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Counter {
+    /// The messages seen so far.
+    pub fn total(&self) -> usize {
+        self.seen.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Counter {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -45,6 +45,9 @@ pub struct Sample {
     /// CPU time per event of the driver processes, and of the nats-server, in µs.
     pub driver_cpu_us: f64,
     pub server_cpu_us: f64,
+    /// Pull requests the drivers sent per event: each costs the server a request to parse
+    /// and track.
+    pub pulls_per_event: f64,
 }
 
 /// Both drivers on one scenario.
@@ -94,8 +97,8 @@ pub async fn sweep(plan: &Plan) -> Result<Vec<Point>, BoxError> {
     );
     println!("Events/s from the driver's start to the last result; median of {} run(s) (min–max). The ratio is the median of each run's runtime/raw, both measured back to back.\n", plan.runs);
     println!("CPU per event is the CPU time of the driver processes and of the nats-server over the measurement, divided by the events (median, raw → runtime). On a machine where the driver, the server and the benchmark share the cores, throughput follows the sum.\n");
-    println!("| scenario | events | raw events/s | runtime events/s | runtime / raw | runtime × ideal | runtime peak RSS | driver CPU µs/event | server CPU µs/event |");
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("| scenario | events | raw events/s | runtime events/s | runtime / raw | runtime × ideal | runtime peak RSS | driver CPU µs/event | server CPU µs/event | pull requests/event |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     let mut points: Vec<Point> = Vec::new();
     for scenario in scenarios.iter().filter(|s| plan.selects(&s.name())) {
         let (mut raw, mut ours, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
@@ -134,7 +137,7 @@ pub async fn sweep(plan: &Plan) -> Result<Vec<Point>, BoxError> {
             Spread::of(&samples.iter().map(of).collect::<Vec<_>>()).median
         };
         println!(
-            "| {} | {} | {} | {} | **{}** | {ideal} | {} MiB | {:.0} → {:.0} | {:.0} → {:.0} |",
+            "| {} | {} | {} | {} | **{}** | {ideal} | {} MiB | {:.0} → {:.0} | {:.0} → {:.0} | {:.2} → {:.2} |",
             scenario.name(),
             thousands(scenario.events as f64),
             point.raw.whole(),
@@ -145,6 +148,8 @@ pub async fn sweep(plan: &Plan) -> Result<Vec<Point>, BoxError> {
             cpu(&ours, |s| s.driver_cpu_us),
             cpu(&raw, |s| s.server_cpu_us),
             cpu(&ours, |s| s.server_cpu_us),
+            cpu(&raw, |s| s.pulls_per_event),
+            cpu(&ours, |s| s.pulls_per_event),
         );
         points.push(point);
     }
@@ -189,6 +194,11 @@ pub async fn measure(
             .collect::<Result<Vec<_>, _>>()
             .map_err(BoxError::from)
     };
+    let pulls = harness::count(
+        &setup.conveyor.client,
+        format!("$JS.API.CONSUMER.MSG.NEXT.messages.{DRIVER}"),
+    )
+    .await?;
     let (work_ms, padding) = (scenario.work_ms, scenario.padding);
     let specs: Specs = Arc::new(move |_| spec::spec(work_ms, padding));
     // First and last result: the steady rate leaves out the driver's start.
@@ -218,6 +228,7 @@ pub async fn measure(
         peak_rss_kib,
         driver_cpu_us: per_event(driver_cpu),
         server_cpu_us: per_event(server_cpu),
+        pulls_per_event: pulls.total() as f64 / scenario.events as f64,
     })
 }
 

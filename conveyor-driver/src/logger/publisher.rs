@@ -69,6 +69,9 @@ impl Publisher {
                 command = commands.recv() => match command {
                     Some(Command::Line(line)) => self.publish(line, &mut acks).await,
                     Some(Command::Dropped(count)) => self.publish_dropped(count, &mut acks).await,
+                    Some(Command::Sent(done)) => {
+                        let _ = done.send(());
+                    }
                     Some(Command::Flush(done)) => {
                         while let Some(acked) = acks.next().await {
                             self.report(acked);

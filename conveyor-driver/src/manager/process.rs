@@ -1,6 +1,6 @@
 //! The Try-Catch-Ack loop for one event: wait for the resource's turn, reconcile (catching
-//! panics), flush the run log, publish the result and wait for its PubAck, then settle the
-//! message. In-progress acknowledgements keep the event ours while this runs.
+//! panics), publish the result behind the run's log lines and wait for its PubAck and theirs,
+//! then settle the message. In-progress acknowledgements keep the event ours while this runs.
 //!
 //! All of it runs on the protocol thread except the reconcile itself, which runs on the
 //! user's runtime: a reconcile blocking its thread delays only itself, never the heartbeats.
@@ -185,12 +185,18 @@ async fn handle<D: Driver>(
         return AckKind::Nak(Some(shared.pipeline.config().backoff(delivery.0)));
     };
     shared.metrics.reconciled(counted, started.elapsed());
-    logger.flush().await;
-    match outcome {
+    // The lines go out ahead of the result; their acknowledgements come back while the
+    // result's is awaited, so waiting for them first would only add a round trip.
+    logger.sent().await;
+    let kind = match outcome {
         Outcome::Publish(envelope) => deliver(shared, envelope, delivery).await,
         Outcome::Retry { delay, .. } => AckKind::Nak(Some(delay)),
         Outcome::Skipped => AckKind::Ack, // filtered at dispatch already
-    }
+    };
+    // Settled only once the lines are stored too (or failed for good): what the instance
+    // holds of a run is gone when the event is.
+    logger.flush().await;
+    kind
 }
 
 /// A reconcile slot, timed for the [`Pace`] until it is released.
