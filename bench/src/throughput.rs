@@ -133,7 +133,7 @@ pub async fn sweep(plan: &Plan) -> Result<Vec<Point>, BoxError> {
                 )
             }
         };
-        let cpu = |samples: &[Sample], of: fn(&Sample) -> f64| {
+        let median = |samples: &[Sample], of: fn(&Sample) -> f64| {
             Spread::of(&samples.iter().map(of).collect::<Vec<_>>()).median
         };
         println!(
@@ -144,12 +144,12 @@ pub async fn sweep(plan: &Plan) -> Result<Vec<Point>, BoxError> {
             point.runtime.whole(),
             Spread::of(&ratios).fixed(2),
             mib(rss),
-            cpu(&raw, |s| s.driver_cpu_us),
-            cpu(&ours, |s| s.driver_cpu_us),
-            cpu(&raw, |s| s.server_cpu_us),
-            cpu(&ours, |s| s.server_cpu_us),
-            cpu(&raw, |s| s.pulls_per_event),
-            cpu(&ours, |s| s.pulls_per_event),
+            median(&raw, |s| s.driver_cpu_us),
+            median(&ours, |s| s.driver_cpu_us),
+            median(&raw, |s| s.server_cpu_us),
+            median(&ours, |s| s.server_cpu_us),
+            median(&raw, |s| s.pulls_per_event),
+            median(&ours, |s| s.pulls_per_event),
         );
         points.push(point);
     }

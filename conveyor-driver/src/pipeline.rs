@@ -92,18 +92,13 @@ impl Incoming {
     }
 }
 
-/// Where a run's log lines go.
-pub(crate) enum Sink<'a> {
-    /// Published to NATS (the manager).
-    Publish {
-        client: &'a async_nats::Client,
-        js: &'a async_nats::jetstream::Context,
-        metrics: &'a Arc<crate::metrics::Metrics>,
-        /// The instance's bound on log lines in hand.
-        log_buffer: &'a Arc<crate::logger::LogBuffer>,
-    },
-    /// Kept in memory as they would be published (the test kit, `invoke`).
-    Capture(Arc<Capture>),
+/// Where the manager publishes a run's log lines.
+pub(crate) struct Publish<'a> {
+    pub(crate) client: &'a async_nats::Client,
+    pub(crate) js: &'a async_nats::jetstream::Context,
+    pub(crate) metrics: &'a Arc<crate::metrics::Metrics>,
+    /// The instance's bound on log lines in hand.
+    pub(crate) log_buffer: &'a Arc<crate::logger::LogBuffer>,
 }
 
 /// An event being run: its logger and the span its work runs in.
@@ -111,8 +106,6 @@ pub(crate) struct Run {
     incoming: Incoming,
     pub(crate) logger: Logger,
     pub(crate) span: tracing::Span,
-    /// The logger's publisher when its lines go to NATS, for the caller to drive.
-    pub(crate) publishing: Option<LogPublishing>,
 }
 
 /// What the runtime does with an event.
@@ -189,30 +182,45 @@ impl<D> Pipeline<D> {
 }
 
 impl<D: Driver> Pipeline<D> {
-    /// Gives the event its logger, writing to `sink`, and its span. The span must be made under
-    /// the subscriber that is to see the run's `tracing` events.
-    pub(crate) fn start(&self, mut incoming: Incoming, sink: Sink<'_>) -> Run {
+    /// Gives the event a logger keeping its lines in `capture` (the test kit, `invoke`), and
+    /// its span. The span must be made under the subscriber that is to see the run's `tracing`
+    /// events.
+    pub(crate) fn start(&self, incoming: Incoming, capture: Arc<Capture>) -> Run {
+        self.begin(incoming, |context| {
+            (Logger::capturing(context, capture), ())
+        })
+        .0
+    }
+
+    /// Gives the event a logger publishing its lines to NATS (the manager), and its span; the
+    /// caller drives the returned publisher beside the work.
+    pub(crate) fn start_publishing(
+        &self,
+        incoming: Incoming,
+        to: Publish<'_>,
+    ) -> (Run, LogPublishing) {
+        self.begin(incoming, |context| {
+            Logger::publishing(
+                context,
+                to.client.clone(),
+                to.js.clone(),
+                Arc::clone(to.metrics),
+                Arc::clone(to.log_buffer),
+            )
+        })
+    }
+
+    /// The run of `incoming`, with the logger `logger` makes for its context and what comes
+    /// with that logger.
+    fn begin<T>(
+        &self,
+        mut incoming: Incoming,
+        logger: impl FnOnce(RunContext) -> (Logger, T),
+    ) -> (Run, T) {
         incoming.event.set_state(self.state.clone());
         let context = run_context(&self.name, &incoming.event);
         let trace = context.trace.clone();
-        let (logger, publishing) = match sink {
-            Sink::Publish {
-                client,
-                js,
-                metrics,
-                log_buffer,
-            } => {
-                let (logger, publishing) = Logger::publishing(
-                    context,
-                    client.clone(),
-                    js.clone(),
-                    Arc::clone(metrics),
-                    Arc::clone(log_buffer),
-                );
-                (logger, Some(publishing))
-            }
-            Sink::Capture(capture) => (Logger::capturing(context, capture), None),
-        };
+        let (logger, with) = logger(context);
         let span = reconcile_span(&incoming.event, &logger);
         let delivery = std::mem::take(&mut incoming.delivery);
         otel::start_span(
@@ -222,12 +230,12 @@ impl<D: Driver> Pipeline<D> {
             &self.name,
             &trace,
         );
-        Run {
+        let run = Run {
             incoming,
             logger,
             span,
-            publishing,
-        }
+        };
+        (run, with)
     }
 
     /// Reconciles the event (catching panics) and says what becomes of it, with how it counts
@@ -237,7 +245,6 @@ impl<D: Driver> Pipeline<D> {
             incoming,
             logger,
             span,
-            publishing: _,
         } = run;
         if !self.handles(&incoming.event.name) {
             return (Outcome::Skipped, Counted::Success);

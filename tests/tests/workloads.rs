@@ -178,6 +178,40 @@ async fn a_log_line_larger_than_max_payload_is_stored_in_pieces() {
     assert_eq!(ids.len(), lines.len(), "distinct Nats-Msg-Ids");
 }
 
+/// Lines around `max_payload`: each is stored whole when its body and headers fit, and in
+/// pieces otherwise, never sent too large (which the server refuses, closing the connection).
+#[tokio::test]
+async fn log_lines_at_the_edge_of_max_payload_are_stored_complete() {
+    let server = NatsServer::start();
+    let (conveyor, mut tap, _driver) = echo(&server, 4).await;
+    // Steps finer than a line's headers (its `Nats-Msg-Id` alone is over 60 bytes), so some
+    // line's body fits only without them.
+    let sizes: Vec<usize> = (MAX_PAYLOAD - 360..MAX_PAYLOAD).step_by(40).collect();
+    let mut runs = Vec::new();
+    for (n, size) in sizes.iter().enumerate() {
+        let spec = json!({"log_lines": 1, "log_bytes": size});
+        let run_id = create(
+            &conveyor,
+            &format!("edge-{n}"),
+            spec,
+            &format!("msg-edge-{n}"),
+        )
+        .await;
+        runs.push((run_id, *size));
+    }
+    for (run_id, size) in runs {
+        let result = tap.result(&run_id).await["driverresult"].clone();
+        assert_eq!(result["success"], true, "{size}: {result}");
+        let lines = stored_raw(&conveyor.js, "logs-engine", &format!("logs.{run_id}")).await;
+        let pieces: Vec<&str> = lines[1..]
+            .iter()
+            .map(|l| l.body["message"].as_str().unwrap())
+            .collect();
+        let expected = format!("echo line 0 {}", "x".repeat(size - 12));
+        assert_eq!(pieces.concat(), expected, "line of {size} bytes");
+    }
+}
+
 #[tokio::test]
 async fn a_result_published_twice_for_the_same_message_is_stored_once() {
     let server = NatsServer::start();

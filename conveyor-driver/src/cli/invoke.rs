@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::driver::Driver;
 use crate::error::chain;
 use crate::logger::{Capture, LogLine};
-use crate::pipeline::{Incoming, Outcome, Pipeline, Sink};
+use crate::pipeline::{Incoming, Outcome, Pipeline};
 use crate::wire::{DriverMessage, Received, Resource};
 
 use super::CliError;
@@ -82,7 +82,7 @@ pub(super) fn invoke<D: Driver>(driver: D, config: Config, input: &Path) -> Resu
     let incoming = Incoming::received(received, 1);
     #[cfg(feature = "client")]
     let incoming = incoming.with_client(client.as_ref());
-    let run = pipeline.start(incoming, Sink::Capture(Arc::clone(&capture)));
+    let run = pipeline.start(incoming, Arc::clone(&capture));
     let (outcome, _) = runtime.block_on(pipeline.reconcile(run));
     match outcome {
         Outcome::Publish(envelope) => {

@@ -31,10 +31,6 @@ pub(super) struct Publisher {
     live_subject: String,
     /// Lines published so far: the last line's number in its `Nats-Msg-Id`.
     lines: u64,
-    /// What a line without labels takes besides its text (JSON body and headers), for the
-    /// length of timestamp it was computed with: the same for every line of a run, so it is
-    /// computed once rather than by serializing an empty line per line.
-    overhead: Option<(usize, usize)>,
 }
 
 /// A line's PubAck, being awaited, with the bytes of log buffer it gives back.
@@ -58,7 +54,6 @@ impl Publisher {
             client,
             js,
             lines: 0,
-            overhead: None,
         }
     }
 
@@ -120,6 +115,19 @@ impl Publisher {
             timestamp,
         } = line;
         let limit = sizing::max_payload(&self.client);
+        // Nearly every line fits whole: it is encoded once, and measured for splitting only
+        // when it does not.
+        let whole = entry(&self.context, timestamp, message);
+        let Some((payload, headers)) = self.encode(&whole, &labels) else {
+            return;
+        };
+        if payload.len() + headers.wire_len() <= limit {
+            let bytes = held.part(usize::MAX);
+            return self.send(payload, headers, bytes, acks).await;
+        }
+        let LogEntry {
+            timestamp, message, ..
+        } = whole;
         let mut budget = self.budget(&timestamp, &labels, limit);
         if budget < sizing::MIN_BUDGET && !labels.is_empty() {
             tracing::warn!(run_id = %self.context.run_id, "log labels dropped: with them the line cannot fit the server's max_payload");
@@ -134,36 +142,20 @@ impl Publisher {
         for piece in sizing::split(&message, budget) {
             let entry = entry(&self.context, timestamp.clone(), piece.to_owned());
             let bytes = held.part(piece.len());
-            if let Some(ack) = self.publish_one(&entry, &labels).await {
-                acks.push(ack.into_future().map(move |result| (result, bytes)).boxed());
-            } else {
-                self.buffer.give_back(bytes);
+            match self.encode(&entry, &labels) {
+                Some((payload, headers)) => self.send(payload, headers, bytes, acks).await,
+                None => self.buffer.give_back(bytes),
             }
         }
     }
 
     /// The bytes left for the message text of a line, once its JSON body, its labels and its
     /// `Nats-Msg-Id` (with the widest line number) are counted.
-    fn budget(&mut self, timestamp: &str, labels: &[(String, String)], limit: usize) -> usize {
-        let overhead = match self.overhead {
-            Some((length, overhead)) if length == timestamp.len() && labels.is_empty() => overhead,
-            _ => {
-                let overhead = self.overhead_of(timestamp, labels);
-                if labels.is_empty() {
-                    self.overhead = Some((timestamp.len(), overhead));
-                }
-                overhead
-            }
-        };
-        limit.saturating_sub(overhead)
-    }
-
-    /// What a line with `timestamp` and `labels` takes besides its text.
-    fn overhead_of(&self, timestamp: &str, labels: &[(String, String)]) -> usize {
+    fn budget(&self, timestamp: &str, labels: &[(String, String)], limit: usize) -> usize {
         let empty = entry(&self.context, timestamp.to_owned(), String::new());
         let body = serde_json::to_vec(&empty).map_or(usize::MAX, |json| json.len());
         let headers = self.headers(labels, u64::MAX).wire_len();
-        body.saturating_add(headers)
+        limit.saturating_sub(body.saturating_add(headers))
     }
 
     /// The headers of line number `line`: its labels, its `Nats-Msg-Id` and the run's trace
@@ -184,21 +176,32 @@ impl Publisher {
         headers.msg_id(&id).trace(context.trace.headers())
     }
 
-    /// Publishes one line that fits: live (core NATS) and persisted (JetStream).
-    async fn publish_one(
-        &mut self,
+    /// The body of `entry` and its headers as the next line to be published.
+    fn encode(
+        &self,
         entry: &LogEntry,
         labels: &[(String, String)],
-    ) -> Option<jetstream::context::PublishAckFuture> {
-        let payload = match serde_json::to_vec(entry) {
-            Ok(json) => Bytes::from(json),
+    ) -> Option<(Bytes, sizing::Headers)> {
+        match serde_json::to_vec(entry) {
+            Ok(json) => Some((Bytes::from(json), self.headers(labels, self.lines + 1))),
             Err(err) => {
                 tracing::warn!(run_id = %self.context.run_id, error = %err, "log line not encodable");
-                return None;
+                None
             }
-        };
+        }
+    }
+
+    /// Publishes one line that fits, live (core NATS) and persisted (JetStream); its ack,
+    /// awaited in `acks`, gives back `bytes` of the log buffer.
+    async fn send(
+        &mut self,
+        payload: Bytes,
+        headers: sizing::Headers,
+        bytes: usize,
+        acks: &mut FuturesUnordered<Ack>,
+    ) {
         self.lines += 1;
-        let headers = self.headers(labels, self.lines).into_map();
+        let headers = headers.into_map();
         if let Err(err) = self
             .client
             .publish_with_headers(self.live_subject.clone(), headers.clone(), payload.clone())
@@ -211,11 +214,11 @@ impl Publisher {
             .publish_with_headers(self.logs_subject.clone(), headers, payload)
             .await
         {
-            Ok(ack) => Some(ack),
+            Ok(ack) => acks.push(ack.into_future().map(move |result| (result, bytes)).boxed()),
             Err(err) => {
+                self.buffer.give_back(bytes);
                 self.metrics.log_publish_failed();
                 tracing::warn!(run_id = %self.context.run_id, error = %err, "log publish failed");
-                None
             }
         }
     }

@@ -25,7 +25,7 @@ use crate::client::Client;
 use crate::driver::Driver;
 use crate::logger::{LogBuffer, LogPublishing};
 use crate::metrics::{Counted, Metrics};
-use crate::pipeline::{Incoming, Outcome, Pipeline, Run, Sink};
+use crate::pipeline::{Incoming, Outcome, Pipeline, Publish, Run};
 use crate::sizing::{self, Headers};
 use crate::wire::{subjects, Received, ResultEnvelope};
 
@@ -93,14 +93,14 @@ impl<D: Driver> Task<D> {
         let incoming = Incoming::received(received, attempt).traced(&message);
         #[cfg(feature = "client")]
         let incoming = incoming.with_client(shared.api.as_ref());
-        let sink = Sink::Publish {
+        let to = Publish {
             client: &shared.client,
             js: &shared.js,
             metrics: &shared.metrics,
             log_buffer: &shared.log_buffer,
         };
-        let mut run = shared.pipeline.start(incoming, sink);
-        let mut publishing = run.publishing.take();
+        let (run, publishing) = shared.pipeline.start_publishing(incoming, to);
+        let mut publishing = Some(publishing);
         let span = run.span.clone();
         let place = (turn, slot);
         // In a block of its own, so that the future's state does not stay beside the

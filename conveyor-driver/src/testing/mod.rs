@@ -60,7 +60,7 @@ use crate::config::Config;
 use crate::driver::{Driver, Event};
 use crate::logger::Capture;
 use crate::metrics::Counted;
-use crate::pipeline::{Incoming, Outcome, Pipeline, Sink};
+use crate::pipeline::{Incoming, Outcome, Pipeline};
 use crate::state::SharedState;
 use crate::wire::DriverResult;
 
@@ -272,7 +272,7 @@ async fn capture<D: Driver>(
     on_line: Option<crate::logger::OnLine>,
 ) -> TestRun {
     let capture = Capture::new(on_line);
-    let sink = Sink::Capture(std::sync::Arc::clone(&capture));
+    let sink = std::sync::Arc::clone(&capture);
     let (outcome, counted) = match bridge {
         Some(bridge) => {
             use tracing::instrument::WithSubscriber;
