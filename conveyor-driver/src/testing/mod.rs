@@ -272,7 +272,8 @@ async fn capture<D: Driver>(
     on_line: Option<crate::logger::OnLine>,
 ) -> TestRun {
     let capture = Capture::new(on_line);
-    let sink = std::sync::Arc::clone(&capture);
+    // The run's logger writes into its own handle on the capture; this one reads it after.
+    let lines = std::sync::Arc::clone(&capture);
     let (outcome, counted) = match bridge {
         Some(bridge) => {
             use tracing::instrument::WithSubscriber;
@@ -281,10 +282,10 @@ async fn capture<D: Driver>(
                 tracing::Dispatch::new(tracing_subscriber::registry().with(bridge.filtered()));
             // The span must be made under the subscriber that is to see its events.
             let run =
-                tracing::dispatcher::with_default(&dispatch, || pipeline.start(incoming, sink));
+                tracing::dispatcher::with_default(&dispatch, || pipeline.start(incoming, lines));
             pipeline.reconcile(run).with_subscriber(dispatch).await
         }
-        None => pipeline.reconcile(pipeline.start(incoming, sink)).await,
+        None => pipeline.reconcile(pipeline.start(incoming, lines)).await,
     };
     let (outcome, envelope) = match outcome {
         Outcome::Publish(envelope) => {
